@@ -1,0 +1,172 @@
+"""The LoRA registry: one folder per adapter version, `ROOT/<name>/<version>/`, with a manifest."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+MANIFEST = "manifest.json"
+ADAPTER_FILES = ("adapter_config.json",)
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+class RegistryError(ValueError):
+    """A name, version or adapter folder the registry refuses."""
+
+
+@dataclass(frozen=True)
+class AdapterVersion:
+    """One registered version of an adapter."""
+
+    name: str
+    version: int
+    path: Path
+
+    @property
+    def ref(self) -> str:
+        """`name@version`, how engines address this exact version."""
+        return f"{self.name}@{self.version}"
+
+    def manifest(self) -> dict[str, Any]:
+        """The version's manifest."""
+        return dict(json.loads((self.path / MANIFEST).read_text(encoding="utf-8")))
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """`name` or `name@version` -> (name, version or None)."""
+    name, _, version = ref.partition("@")
+    if not _NAME.match(name):
+        raise RegistryError(f"invalid adapter name {name!r}: use [a-z0-9._-], at most 64")
+    if not version:
+        return name, None
+    if not version.isdigit():
+        raise RegistryError(f"invalid adapter version {version!r} in {ref!r}")
+    return name, int(version)
+
+
+class AdapterRegistry:
+    """Adapters on disk; paths never leave the registry's root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def names(self) -> list[str]:
+        """Every adapter with at least one version."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir() if _NAME.match(p.name) and self.versions(p.name)
+        )
+
+    def versions(self, name: str) -> list[int]:
+        """The name's versions, oldest first."""
+        folder = self.root / parse_ref(name)[0]
+        if not folder.is_dir():
+            return []
+        return sorted(
+            int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / MANIFEST).is_file()
+        )
+
+    def resolve(self, ref: str) -> AdapterVersion:
+        """The version a ref names; a bare name means its newest version."""
+        name, version = parse_ref(ref)
+        versions = self.versions(name)
+        if not versions:
+            raise RegistryError(f"no adapter named {name!r}")
+        chosen = versions[-1] if version is None else version
+        if chosen not in versions:
+            raise RegistryError(f"adapter {name!r} has no version {chosen}")
+        return AdapterVersion(name, chosen, self.root / name / str(chosen))
+
+    def register(self, name: str, source: Path, manifest: dict[str, Any]) -> AdapterVersion:
+        """Copies a PEFT adapter folder in as the name's next version."""
+        parse_ref(name)
+        config = read_adapter_config(source)
+        manifest = {
+            "rank": config.get("r"),
+            "alpha": config.get("lora_alpha"),
+            "target_modules": sorted(config.get("target_modules") or []),
+            "base_model": config.get("base_model_name_or_path"),
+            **manifest,
+        }
+        version = (self.versions(name) or [0])[-1] + 1
+        target = self.root / name / str(version)
+        staging = self.root / name / f".{version}.staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging, symlinks=False, ignore=shutil.ignore_patterns(MANIFEST))
+        record = {"name": name, "version": version, "created_at": datetime.now(UTC).isoformat()}
+        (staging / MANIFEST).write_text(json.dumps({**manifest, **record}, indent=2) + "\n")
+        staging.rename(target)
+        return AdapterVersion(name, version, target)
+
+    def remove(self, ref: str) -> list[AdapterVersion]:
+        """Deletes one version (`name@version`) or every version of a name."""
+        name, version = parse_ref(ref)
+        doomed = [self.resolve(f"{name}@{v}") for v in self.versions(name) if version in (None, v)]
+        if not doomed:
+            raise RegistryError(f"no adapter {ref!r}")
+        for adapter in doomed:
+            self._inside(adapter.path)
+            shutil.rmtree(adapter.path)
+        folder = self.root / name
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        return doomed
+
+    def record(self, ref: str, key: str, value: Any) -> None:
+        """Stores a result (e.g. an evaluation) in a version's manifest, atomically."""
+        adapter = self.resolve(ref)
+        manifest = adapter.manifest()
+        manifest[key] = value
+        temporary = adapter.path / f".{MANIFEST}.tmp"
+        temporary.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        temporary.replace(adapter.path / MANIFEST)
+
+    def _inside(self, path: Path) -> None:
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise RegistryError(f"{path} is outside the adapters folder")
+
+
+def read_adapter_config(folder: Path) -> dict[str, Any]:
+    """A PEFT adapter folder's adapter_config.json, or a RegistryError saying what is missing."""
+    if not folder.is_dir():
+        raise RegistryError(f"{folder} is not a folder")
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():
+        raise RegistryError(f"{folder} is not a PEFT adapter folder (no adapter_config.json)")
+    if not any((folder / weights).is_file() for weights in WEIGHT_FILES):
+        raise RegistryError(f"{folder} has no adapter weights ({' or '.join(WEIGHT_FILES)})")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RegistryError(f"{config_file} is not valid JSON: {error}") from error
+    if config.get("peft_type") != "LORA":
+        raise RegistryError(f"{folder} is a {config.get('peft_type')} adapter, not LoRA")
+    return dict(config)
+
+
+def validate_foreign(
+    folder: Path, base_model: str, max_rank: int, known_modules: set[str]
+) -> dict[str, Any]:
+    """Checks an adapter made elsewhere fits the served base model and the server's limits."""
+    config = read_adapter_config(folder)
+    claimed = str(config.get("base_model_name_or_path") or "")
+    if claimed.rstrip("/").split("/")[-1].lower() != base_model.split("/")[-1].lower():
+        raise RegistryError(
+            f"adapter was trained on {claimed or 'an unnamed model'!r}, but the base model is"
+            f" {base_model!r}"
+        )
+    rank = int(config.get("r") or 0)
+    if not 0 < rank <= max_rank:
+        raise RegistryError(f"adapter rank {rank} is outside 1..{max_rank} (the server's max)")
+    targets = config.get("target_modules") or []
+    unknown = sorted(set(targets) - known_modules) if isinstance(targets, list) else []
+    if unknown:
+        raise RegistryError(f"adapter targets modules the base model lacks: {unknown}")
+    return config

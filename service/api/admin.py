@@ -1,0 +1,111 @@
+"""Thin admin routes: experiments changed at run time, versioned and audited (bearer token)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from service.api.deps import AdminDep, ExperimentsDep, StateDep
+from service.errors import InvalidChange, NotFound
+from service.experiments.protocol import (
+    AuditEntry,
+    ExperimentOut,
+    PromoteRequest,
+    RollbackRequest,
+    WeightsChange,
+)
+from service.experiments.spec import ExperimentSpec
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+@router.get("/experiments")
+def list_experiments(actor: AdminDep, experiments: ExperimentsDep) -> list[ExperimentOut]:
+    """Every experiment."""
+    return [ExperimentOut.of(stored) for stored in experiments.experiments()]
+
+
+@router.post("/experiments", status_code=201)
+def create_experiment(
+    body: ExperimentSpec, actor: AdminDep, experiments: ExperimentsDep
+) -> ExperimentOut:
+    """Creates an experiment (draft unless its status says running)."""
+    if body.status not in ("draft", "running"):
+        raise InvalidChange("a new experiment is draft or running", param="status")
+    return ExperimentOut.of(experiments.create(body, actor))
+
+
+@router.get("/experiments/{name}")
+def get_experiment(name: str, actor: AdminDep, experiments: ExperimentsDep) -> ExperimentOut:
+    """One experiment."""
+    return ExperimentOut.of(experiments.find(name))
+
+
+@router.post("/experiments/{name}/weights")
+def change_weights(
+    name: str, body: WeightsChange, actor: AdminDep, experiments: ExperimentsDep
+) -> ExperimentOut:
+    """New weights; users already assigned keep their arm, new users follow the new split."""
+    return ExperimentOut.of(experiments.set_weights(name, body.weights, actor))
+
+
+@router.post("/experiments/{name}/start")
+def start_experiment(name: str, actor: AdminDep, experiments: ExperimentsDep) -> ExperimentOut:
+    """Starts or resumes assigning users to arms."""
+    return ExperimentOut.of(experiments.set_status(name, "running", actor))
+
+
+@router.post("/experiments/{name}/pause")
+def pause_experiment(name: str, actor: AdminDep, experiments: ExperimentsDep) -> ExperimentOut:
+    """Serves the control arm to everyone until resumed."""
+    return ExperimentOut.of(experiments.set_status(name, "paused", actor))
+
+
+@router.post("/experiments/{name}/promote")
+def promote_arm(
+    name: str, body: PromoteRequest, actor: AdminDep, experiments: ExperimentsDep
+) -> ExperimentOut:
+    """Gives one arm 100 % of the traffic and concludes the experiment."""
+    return ExperimentOut.of(experiments.promote(name, body.arm, actor))
+
+
+@router.post("/experiments/{name}/rollback")
+def rollback_experiment(
+    name: str, body: RollbackRequest, actor: AdminDep, experiments: ExperimentsDep
+) -> ExperimentOut:
+    """Restores an earlier version (the previous one by default) as a new version."""
+    return ExperimentOut.of(experiments.rollback(name, body.version, actor))
+
+
+@router.get("/experiments/{name}/results")
+def experiment_results(name: str, actor: AdminDep, experiments: ExperimentsDep) -> dict[str, Any]:
+    """Per-arm measurements, comparisons against the control, and the SRM check."""
+    return experiments.results(name)
+
+
+@router.get("/audit")
+def audit_log(
+    actor: AdminDep,
+    experiments: ExperimentsDep,
+    experiment: str | None = None,
+    by: Annotated[str | None, Query(description="Only changes by this actor.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AuditEntry]:
+    """Changes, newest first."""
+    return [AuditEntry(**entry) for entry in experiments.audit(experiment, by, limit)]
+
+
+@router.post("/configurations/reload")
+def reload_configurations(
+    actor: AdminDep, experiments: ExperimentsDep, state: StateDep
+) -> dict[str, Any]:
+    """Reads the configurations file again; a bad file is refused and the old one serves on."""
+    live = state.live_configs
+    if live is None:
+        raise NotFound("configurations cannot be reloaded here")
+    candidate = live.load()
+    experiments.check_served(candidate.configurations)
+    changes = live.swap(candidate)
+    experiments.record_event("reload configurations", actor, changes)
+    return {"reloaded": True, "source": str(candidate.source), **changes}

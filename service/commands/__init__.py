@@ -1,0 +1,1 @@
+"""Sub-commands of `ladder`, one module each; heavy imports stay inside the commands."""

@@ -1,0 +1,64 @@
+"""`ladder vllm up|down|status`: a local vLLM server (CPU build) with the registry's adapters."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+app = typer.Typer(help="A local vLLM server with the registry's adapters.", no_args_is_help=True)
+
+
+def _settings() -> Settings:
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as error:
+        first = error.errors()[0]
+        typer.echo(f"error: invalid settings: {first['loc']}: {first['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def up() -> None:
+    """Installs vLLM into its own venv if needed, starts it and waits until it is healthy."""
+    from adapters.base_model import BaseModelUnavailable
+    from adapters.registry import RegistryError
+    from service.vllm_runtime import VllmRuntimeError, start
+
+    try:
+        server = start(_settings(), typer.echo)
+    except (VllmRuntimeError, BaseModelUnavailable, RegistryError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"vLLM running: PID {server.pid}, {server.url}")
+
+
+@app.command()
+def down() -> None:
+    """Stops the vLLM server by its PID (SIGTERM, then SIGKILL after a bound)."""
+    from service.vllm_runtime import stop
+
+    if not stop(_settings(), typer.echo):
+        typer.echo("vLLM was not running")
+
+
+@app.command()
+def status() -> None:
+    """Tells whether the vLLM server runs and answers /health (exit 1 when not healthy)."""
+    from service.vllm_runtime import status as server_status
+
+    server = server_status(_settings())
+    if not server.running:
+        typer.echo("vLLM: not running")
+        raise typer.Exit(1)
+    state = "healthy" if server.healthy else "not healthy"
+    typer.echo(f"vLLM: running (PID {server.pid}), {state}, {server.url}")
+    if not server.healthy:
+        raise typer.Exit(1)

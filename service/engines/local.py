@@ -1,0 +1,400 @@
+"""The in-process engine: one transformers model and its LoRA adapters behind one worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.engines.base import (
+    ChatMessage,
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    SamplingParams,
+    TextDelta,
+    Usage,
+)
+from service.errors import (
+    ConfigurationError,
+    ContextTooLong,
+    EngineError,
+    EngineOverloaded,
+    EngineTimeout,
+    EngineUnavailable,
+    LadderError,
+    NotFound,
+)
+
+Delivery = Callable[[TextDelta | LadderError], None]
+
+
+class StopStringScanner:
+    """Finds stop strings in generated text and what text may be emitted safely."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self._stops = tuple(stop for stop in stops if stop)
+
+    def first_stop(self, text: str) -> int | None:
+        """The index where the earliest stop string begins, or None."""
+        found = [index for stop in self._stops if (index := text.find(stop)) >= 0]
+        return min(found) if found else None
+
+    def safe_end(self, text: str) -> int:
+        """The end of the prefix of text that cannot turn into the start of a stop string."""
+        held = 0
+        for stop in self._stops:
+            for length in range(min(len(stop) - 1, len(text)), held, -1):
+                if text.endswith(stop[:length]):
+                    held = length
+                    break
+        return len(text) - held
+
+
+class TokenDecoder:
+    """Turns generated token ids, one at a time, into text pieces safe to stream."""
+
+    def __init__(
+        self, decode: Callable[[list[int]], str], eos_ids: frozenset[int], stops: tuple[str, ...]
+    ) -> None:
+        self._decode = decode
+        self._eos_ids = eos_ids
+        self._scanner = StopStringScanner(stops)
+        self._token_ids: list[int] = []
+        self._emitted = 0
+        self.text = ""
+        self.generated_tokens = 0
+        self.finish_reason: FinishReason | None = None
+
+    def add(self, token_id: int) -> str:
+        """Takes one generated token; returns the newly emittable text."""
+        if self.finish_reason is not None:
+            return ""
+        self.generated_tokens += 1
+        if token_id in self._eos_ids:
+            self.finish_reason = "stop"
+            return ""
+        self._token_ids.append(token_id)
+        self.text = self._decode(self._token_ids)
+        # A trailing U+FFFD is a multi-byte character that the next token completes.
+        stable = self.text.rstrip("\ufffd")
+        stop_at = self._scanner.first_stop(stable)
+        if stop_at is not None:
+            self.text = stable[:stop_at]
+            self.finish_reason = "stop"
+            return ""
+        return self._emit_until(self._scanner.safe_end(stable))
+
+    def remainder(self) -> str:
+        """The text not emitted yet, once generation has ended."""
+        return self._emit_until(len(self.text))
+
+    def _emit_until(self, end: int) -> str:
+        piece = self.text[self._emitted : end] if end > self._emitted else ""
+        self._emitted = max(self._emitted, end)
+        return piece
+
+
+@dataclass(eq=False)
+class _Job:
+    """One admitted request, from the event loop to the worker thread."""
+
+    prompt_ids: list[int]
+    adapter: str | None
+    sampling: SamplingParams
+    max_new_tokens: int
+    deliver: Delivery
+    enqueued_at: float = field(default_factory=time.monotonic)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class _TokenSink:
+    """Receives tokens from transformers' generate and decides when it must stop."""
+
+    def __init__(self, job: _Job, decoder: TokenDecoder) -> None:
+        self._job = job
+        self._decoder = decoder
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        """Streamer hook: the first call carries the prompt, then one token per call."""
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        piece = self._decoder.add(int(value.reshape(-1)[0]))
+        if piece and not self._job.cancelled.is_set():
+            self._job.deliver(TextDelta(text=piece))
+
+    def end(self) -> None:
+        """Streamer hook: generation ended."""
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        """Stopping criterion: a stop string was hit or the client went away."""
+        import torch
+
+        stop = self._decoder.finish_reason is not None or self._job.cancelled.is_set()
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool)
+
+
+@dataclass
+class _LoadedModel:
+    """The model and the internal names of its adapters."""
+
+    model: Any
+    adapter_names: dict[str, str]
+
+
+class LocalEngine:
+    """Runs generation in-process on CPU, one request at a time, with a bounded queue."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        model_dir: Path,
+        adapters: Mapping[str, Path] | None = None,
+        *,
+        max_queue: int = 8,
+        threads: int = 1,
+        queue_timeout_s: float = 60.0,
+    ) -> None:
+        import torch
+        from transformers import AutoConfig, AutoTokenizer
+
+        _check_folders(model_dir, adapters or {})
+        self._adapters = dict(adapters or {})
+        self._max_queue = max_queue
+        self._queue_timeout_s = queue_timeout_s
+        self._context_window = int(AutoConfig.from_pretrained(model_dir).max_position_embeddings)
+        self._tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self._tokenizer_lock = threading.Lock()
+        self._eos_ids = frozenset({self._tokenizer.eos_token_id})
+        self._jobs: set[_Job] = set()
+        self._jobs_lock = threading.Lock()
+        self._mean_job_s = 1.0
+        self._closed = False
+        # torch's thread count is process-wide; the worker sets it once, for every later call.
+        self._executor = ThreadPoolExecutor(
+            1, "local-engine", initializer=torch.set_num_threads, initargs=(threads,)
+        )
+        self._loaded: Future[_LoadedModel] = self._executor.submit(
+            _load_model, model_dir, self._adapters
+        )
+
+    async def wait_until_loaded(self) -> None:
+        """Waits for the model load started by the constructor; raises if it failed."""
+        try:
+            await asyncio.wrap_future(self._loaded)
+        except Exception as error:
+            raise EngineUnavailable(f"the local model failed to load: {error}") from error
+
+    async def ready(self) -> bool:
+        """Tells whether the model is loaded and the engine is open."""
+        done = self._loaded.done() and self._loaded.exception() is None
+        return done and not self._closed
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not yet finished (running or queued)."""
+        with self._jobs_lock:
+            return len(self._jobs)
+
+    def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """Counts the tokens of the chat template, generation prompt included."""
+        return len(self._encode_prompt(messages))
+
+    async def complete(self, request: GenerationRequest) -> Completion:
+        """Generates the whole answer."""
+        pieces: list[str] = []
+        async with contextlib.aclosing(self.stream(request)) as deltas:
+            async for delta in deltas:
+                pieces.append(delta.text)
+                if delta.finish_reason is not None and delta.usage is not None:
+                    return Completion("".join(pieces), delta.finish_reason, delta.usage)
+        raise EngineError("the local engine ended a generation without a final delta")
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[TextDelta, None]:
+        """Yields text as it is generated; admission errors raise on the first iteration."""
+        loop = asyncio.get_running_loop()
+        received: asyncio.Queue[TextDelta | LadderError] = asyncio.Queue()
+        job = self._admit(request, _deliverer(loop, received))
+        try:
+            while True:
+                item = await received.get()
+                if isinstance(item, LadderError):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            job.cancelled.set()  # frees the worker if the client stopped reading
+
+    async def aclose(self) -> None:
+        """Cancels waiting and running requests and stops the worker thread."""
+        self._closed = True
+        with self._jobs_lock:
+            for job in self._jobs:
+                job.cancelled.set()
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+    def _encode_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """Applies the chat template as given; the router decides the system message."""
+        conversation = [{"role": message.role, "content": message.content} for message in messages]
+        with self._tokenizer_lock:
+            ids = self._tokenizer.apply_chat_template(
+                conversation, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        return list(ids)
+
+    def _admit(self, request: GenerationRequest, deliver: Delivery) -> _Job:
+        """Validates a request and queues it, or refuses it at once."""
+        if self._closed:
+            raise EngineUnavailable("the local engine is closed")
+        if request.adapter is not None and request.adapter not in self._adapters:
+            raise NotFound(f"unknown adapter {request.adapter!r}", param="adapter")
+        prompt_ids = self._encode_prompt(request.messages)
+        room = self._context_window - len(prompt_ids)
+        if room <= 0:
+            window = self._context_window
+            message = f"the prompt has {len(prompt_ids)} tokens; the model's window is {window}"
+            raise ContextTooLong(message, param="messages")
+        max_new_tokens = min(request.sampling.max_tokens, room)
+        job = _Job(prompt_ids, request.adapter, request.sampling, max_new_tokens, deliver)
+        with self._jobs_lock:
+            if len(self._jobs) >= self._max_queue:
+                retry_after = min(60.0, max(1.0, self._mean_job_s * len(self._jobs)))
+                raise EngineOverloaded(
+                    f"the local engine has {len(self._jobs)} requests queued",
+                    retry_after=round(retry_after, 1),
+                )
+            self._jobs.add(job)
+        self._executor.submit(self._run, job)
+        return job
+
+    def _run(self, job: _Job) -> None:
+        """Runs one job on the worker thread and always releases its queue slot."""
+        started = time.monotonic()
+        try:
+            if job.cancelled.is_set():
+                job.deliver(EngineUnavailable("the request was cancelled before it started"))
+                return
+            if started - job.enqueued_at > self._queue_timeout_s:
+                raise EngineTimeout(f"the request waited over {self._queue_timeout_s:g}s in queue")
+            self._generate(job)
+        except LadderError as error:
+            job.deliver(error)
+        except Exception as error:  # torch and transformers errors end here, translated once
+            job.deliver(EngineError(f"local generation failed: {type(error).__name__}: {error}"))
+        finally:
+            elapsed = time.monotonic() - started
+            with self._jobs_lock:
+                self._jobs.discard(job)
+                self._mean_job_s = 0.8 * self._mean_job_s + 0.2 * elapsed
+
+    def _generate(self, job: _Job) -> None:
+        """Generates on the worker thread, delivering deltas and then the final one."""
+        import torch
+        from transformers import StoppingCriteriaList
+
+        try:
+            loaded = self._loaded.result()
+        except Exception as error:
+            raise EngineUnavailable(f"the local model failed to load: {error}") from error
+        decoder = TokenDecoder(self._decode, self._eos_ids, job.sampling.stop)
+        sink = _TokenSink(job, decoder)
+        if job.sampling.seed is not None:
+            torch.manual_seed(job.sampling.seed)
+        input_ids = torch.tensor([job.prompt_ids])
+        with _adapter_selected(loaded, job.adapter):
+            loaded.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                generation_config=_generation_config(job, self._tokenizer.eos_token_id),
+                streamer=sink,
+                stopping_criteria=StoppingCriteriaList([sink]),
+            )
+        if job.cancelled.is_set():
+            job.deliver(EngineUnavailable("the generation was cancelled"))
+            return
+        usage = Usage(len(job.prompt_ids), decoder.generated_tokens)
+        finish = decoder.finish_reason or "length"
+        job.deliver(TextDelta(text=decoder.remainder(), finish_reason=finish, usage=usage))
+
+    def _decode(self, token_ids: list[int]) -> str:
+        with self._tokenizer_lock:
+            return str(self._tokenizer.decode(token_ids, skip_special_tokens=True))
+
+
+def _check_folders(model_dir: Path, adapters: Mapping[str, Path]) -> None:
+    """Refuses a missing model or adapter folder at start-up rather than on first use."""
+    if not (model_dir / "config.json").is_file():
+        raise ConfigurationError(f"no converted model at {model_dir}")
+    for name, folder in adapters.items():
+        if not (folder / "adapter_config.json").is_file():
+            raise ConfigurationError(f"adapter {name!r}: no PEFT adapter at {folder}")
+
+
+def _load_model(model_dir: Path, adapters: Mapping[str, Path]) -> _LoadedModel:
+    """Loads the float32 model once and every adapter into one PeftModel."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model: Any = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    # Internal names, because PEFT keeps adapters in module dicts where dots are not allowed.
+    names = {name: f"adapter_{index}" for index, name in enumerate(adapters)}
+    if adapters:
+        from peft import PeftModel
+
+        first, *rest = adapters
+        model = PeftModel.from_pretrained(model, str(adapters[first]), adapter_name=names[first])
+        for name in rest:
+            model.load_adapter(str(adapters[name]), adapter_name=names[name])
+    model.eval()
+    return _LoadedModel(model=model, adapter_names=names)
+
+
+@contextlib.contextmanager
+def _adapter_selected(loaded: _LoadedModel, adapter: str | None) -> Iterator[None]:
+    """Activates one adapter, or the bare base model when adapter is None."""
+    if not loaded.adapter_names:
+        yield
+    elif adapter is None:
+        with loaded.model.disable_adapter():
+            yield
+    else:
+        loaded.model.set_adapter(loaded.adapter_names[adapter])
+        yield
+
+
+def _generation_config(job: _Job, eos_token_id: int) -> Any:
+    """Maps sampling parameters to transformers; temperature 0 means greedy."""
+    from transformers import GenerationConfig
+
+    greedy = job.sampling.temperature <= 0
+    return GenerationConfig(
+        max_new_tokens=job.max_new_tokens,
+        do_sample=not greedy,
+        temperature=None if greedy else job.sampling.temperature,
+        top_p=None if greedy else job.sampling.top_p,
+        # transformers fills an unset top_k with 50; OpenAI's sampling has no top-k.
+        top_k=None if greedy else 0,
+        # SmolLM2's pad and end token are both <|im_end|>; padding never happens at batch size 1.
+        eos_token_id=eos_token_id,
+        pad_token_id=eos_token_id,
+    )
+
+
+def _deliverer(loop: asyncio.AbstractEventLoop, received: asyncio.Queue[Any]) -> Delivery:
+    """Hands items from the worker thread to the requesting event loop."""
+
+    def deliver(item: TextDelta | LadderError) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed; nobody is listening
+            loop.call_soon_threadsafe(received.put_nowait, item)
+
+    return deliver

@@ -1,0 +1,1 @@
+"""A/B experiments: weighted sticky assignment of users to configurations, measured per arm."""

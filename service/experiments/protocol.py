@@ -1,0 +1,99 @@
+"""Wire models of the admin API and of POST /v1/feedback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from service.experiments.repository import StoredExperiment
+from service.experiments.spec import ArmSpec, Status
+
+
+class WeightsChange(BaseModel):
+    """New weights by arm name; arms left out keep theirs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: dict[str, float] = Field(min_length=1)
+
+
+class PromoteRequest(BaseModel):
+    """The arm that gets 100 % of the traffic."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arm: str = Field(min_length=1)
+
+
+class RollbackRequest(BaseModel):
+    """The version to restore; the one before the current when left out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(None, ge=1)
+
+
+class ExperimentOut(BaseModel):
+    """An experiment's current state."""
+
+    name: str
+    model: str
+    status: Status
+    arms: list[ArmSpec]
+    control: str
+    winner: str | None
+    stickiness: str
+    salt: str
+    version: int = Field(description="Grows with every change; rollback restores a version.")
+    weights_version: int = Field(description="Grows when weights change (new SRM window).")
+    updated_at: float
+
+    @classmethod
+    def of(cls, stored: StoredExperiment) -> ExperimentOut:
+        """The wire form of a stored experiment."""
+        return cls(
+            **stored.spec.model_dump(exclude={"arms"}),
+            arms=list(stored.spec.arms),
+            version=stored.version,
+            weights_version=stored.weights_version,
+            updated_at=stored.updated_at,
+        )
+
+
+class AuditEntry(BaseModel):
+    """One change: when, who, what, and its difference as {field: [before, after]}."""
+
+    id: int
+    at: float
+    actor: str
+    action: str
+    experiment: str | None
+    version: int | None
+    diff: dict[str, Any]
+
+
+class FeedbackRequest(BaseModel):
+    """A user's score of a response served through an experiment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    response_id: str = Field(min_length=1, max_length=128, description="The response's `id`.")
+    score: float = Field(description="+1 or -1 (thumbs), or a rating from 0 to 1.")
+    comment: str | None = Field(None, max_length=4000)
+
+    @field_validator("score")
+    @classmethod
+    def _thumbs_or_rating(cls, value: float) -> float:
+        if value != -1 and not 0.0 <= value <= 1.0:
+            raise ValueError("score must be +1, -1, or between 0 and 1")
+        return value
+
+
+class FeedbackOut(BaseModel):
+    """Where the feedback was counted."""
+
+    response_id: str
+    experiment: str
+    arm: str
+    score: float = Field(description="The score on 0..1 (-1 is stored as 0).")

@@ -1,0 +1,300 @@
+"""ExperimentService: routes requests into experiments from an in-memory copy of their state,
+kept fresh by polling the database's version counter, and records what each arm did."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from service.errors import StateUnavailable
+from service.experiments import repository, results, traffic
+from service.experiments import spec as specs
+from service.experiments.assignment import arm_for_bucket, bucket, bucket_bounds
+from service.experiments.repository import StoredExperiment
+from service.experiments.spec import ExperimentSpec, Status
+from service.experiments.store import Database
+from service.experiments.traffic import Exposure, Outcome
+
+log = logging.getLogger("ladder.experiments")
+Prices = Mapping[str, tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class LiveExperiment:
+    """An experiment as routing sees it, with its bucket ranges computed once."""
+
+    stored: StoredExperiment
+    bounds: tuple[int, ...]
+    fixed_arm: str | None
+
+    @classmethod
+    def of(cls, stored: StoredExperiment) -> LiveExperiment:
+        """Precomputes routing: paused and draft serve the control, concluded the winner."""
+        spec = stored.spec
+        fixed = {"running": None, "concluded": spec.winner or spec.control}.get(
+            spec.status, spec.control
+        )
+        return cls(stored, bucket_bounds([arm.weight for arm in spec.arms]), fixed)
+
+    def arm_by_bucket(self, key: str) -> str:
+        """The arm a key's bucket falls in under the current weights."""
+        spec = self.stored.spec
+        return spec.arms[arm_for_bucket(self.bounds, bucket(spec.salt, key))].name
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a request goes: an arm's configuration, and the experiment it is counted in."""
+
+    configuration: str
+    experiment: str
+    arm: str
+
+
+@dataclass(frozen=True)
+class _Decision:
+    live: LiveExperiment
+    arm: str | None
+    key: str | None
+
+
+class ExperimentService:
+    """What the chat route, the feedback route, the admin API and the CLI call."""
+
+    def __init__(
+        self,
+        database: Database,
+        served: Callable[[], Collection[str]],
+        prices: Prices,
+        *,
+        min_samples: int = 100,
+        refresh_s: float = 1.0,
+        cache_size: int = 200_000,
+    ) -> None:
+        self.database = database
+        self._served = served
+        self._prices = prices
+        self.min_samples = min_samples
+        self._refresh_s = refresh_s
+        self._cache_size = cache_size
+        self._version = -1
+        self._by_model: dict[str, LiveExperiment] = {}
+        self._by_name: dict[str, LiveExperiment] = {}
+        self._sticky: dict[tuple[int, str], str] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Future[None]] = set()
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Reloads the experiments when another change was stored; True when it did."""
+        if not force and repository.state_version(self.database) == self._version:
+            return False
+        version, stored = repository.load_all(self.database)
+        live = [LiveExperiment.of(item) for item in stored]
+        self._by_name = {item.stored.spec.name: item for item in live}
+        # A concluded experiment keeps serving its winner unless a newer one captures the model.
+        ordered = sorted(live, key=lambda item: item.stored.spec.status != "concluded")
+        self._by_model = {item.stored.spec.model: item for item in reversed(ordered)}
+        self._version = version
+        return True
+
+    async def start(self) -> None:
+        """Loads the state and polls for changes made by other replicas or the CLI."""
+        await asyncio.to_thread(self.refresh, force=True)
+        self._poller = asyncio.create_task(self._poll())
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception:  # a database blip must not stop the polling
+                log.exception("refreshing experiments failed; serving the last known state")
+
+    async def aclose(self) -> None:
+        """Stops polling, waits for outcome writes, and closes the database."""
+        if self._poller is not None:
+            self._poller.cancel()
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+        self.database.dispose()
+
+    def decide(
+        self, model: str, user: str | None, header: str | None, request_id: str
+    ) -> _Decision | None:
+        """The in-memory part of routing: the hot path for a user seen before."""
+        live = self._by_model.get(model)
+        if live is None:
+            return None
+        if live.fixed_arm is not None:
+            return _Decision(live, live.fixed_arm, None)
+        key = (user if live.stored.spec.stickiness == "user" else header) or None
+        if key is None:
+            return _Decision(live, live.arm_by_bucket(request_id), None)
+        return _Decision(live, self._sticky.get((live.stored.id, key)), key)
+
+    async def route(
+        self, model: str, user: str | None, header: str | None, request_id: str
+    ) -> Route | None:
+        """The arm a request is served by, stored (assignment and exposure) before it is.
+
+        When the database fails the request is served, uncounted, by the arm already known for
+        its user, else by the control.
+        """
+        decision = self.decide(model, user, header, request_id)
+        if decision is None:
+            return None
+        spec = decision.live.stored.spec
+        try:
+            arm = await asyncio.to_thread(self._persist, decision, request_id)
+        except (SQLAlchemyError, StateUnavailable) as error:
+            arm = decision.arm or spec.control
+            log.error("experiment %s not recorded, serving arm %s: %s", spec.name, arm, error)
+        return Route(spec.arm(arm).configuration, spec.name, arm)
+
+    def _persist(self, decision: _Decision, request_id: str) -> str:
+        stored, key = decision.live.stored, decision.key
+        arm = decision.arm or decision.live.arm_by_bucket(key or request_id)
+        exposure = Exposure(
+            request_id,
+            stored.id,
+            arm,
+            stored.spec.arm(arm).configuration,
+            key,
+            stored.spec.status,
+            stored.weights_version,
+        )
+        if key is None or decision.arm is not None:
+            traffic.expose(self.database, exposure)
+            return arm
+        configurations = {a.name: a.configuration for a in stored.spec.arms}
+        arm = traffic.assign_and_expose(self.database, exposure, configurations)
+        if len(self._sticky) >= self._cache_size:
+            self._sticky.clear()
+        self._sticky[(stored.id, key)] = arm
+        return arm
+
+    def cost(self, configuration: str, adapter: str | None, prompt: int, completion: int) -> float:
+        """Dollars for the tokens: the configuration's own price, else base or fine-tuned."""
+        key = configuration if configuration in self._prices else "adapter" if adapter else "base"
+        price_in, price_out = self._prices.get(key, (0.0, 0.0))
+        return (prompt * price_in + completion * price_out) / 1_000_000
+
+    def observe(self, response_id: str, experiment: str, outcome_of: Callable[[], Outcome]) -> None:
+        """Stores how a response ended, off the event loop (or inline when there is none)."""
+        live = self._by_name.get(experiment)
+        if live is None:
+            return
+        outcome = outcome_of()
+        write = (self.database, response_id, live.stored.id, outcome)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            traffic.record_outcome(*write)
+            return
+        future = loop.run_in_executor(None, traffic.record_outcome, *write)
+        self._writes.add(future)
+        future.add_done_callback(self._written)
+
+    def _written(self, future: asyncio.Future[None]) -> None:
+        self._writes.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("an outcome was not stored: %s", future.exception())
+
+    def feedback(self, response_id: str, score: float, comment: str | None) -> tuple[str, str]:
+        """Stores a score (-1 becomes 0); the experiment and arm it is counted for."""
+        normalized = 0.0 if score == -1 else score
+        experiment_id, arm = traffic.record_feedback(
+            self.database, response_id, normalized, comment
+        )
+        names = {live.stored.id: name for name, live in self._by_name.items()}
+        return names.get(experiment_id) or str(experiment_id), arm
+
+    def experiments(self) -> list[StoredExperiment]:
+        """Every experiment, freshly read."""
+        return repository.load_all(self.database)[1]
+
+    def find(self, name: str) -> StoredExperiment:
+        """One experiment, freshly read; NotFound when there is none."""
+        return repository.find(self.database, name)
+
+    def _changed(self, stored: StoredExperiment) -> StoredExperiment:
+        self.refresh(force=True)
+        log.info("experiment %s is now version %d", stored.spec.name, stored.version)
+        return stored
+
+    def create(self, spec: ExperimentSpec, actor: str) -> StoredExperiment:
+        """Stores a new experiment; it routes from the next request when created running."""
+        return self._changed(repository.create(self.database, spec, actor, self._served()))
+
+    def _change(
+        self,
+        name: str,
+        action: str,
+        apply: repository.Change,
+        actor: str,
+        weights_version: int | None = None,
+    ) -> StoredExperiment:
+        stored = repository.change(
+            self.database, name, action, apply, actor, self._served(), weights_version
+        )
+        return self._changed(stored)
+
+    def set_weights(self, name: str, weights: Mapping[str, float], actor: str) -> StoredExperiment:
+        """New weights; users already assigned keep their arm."""
+        return self._change(name, "weights", lambda s: specs.with_weights(s, weights), actor)
+
+    def set_status(self, name: str, status: Status, actor: str) -> StoredExperiment:
+        """Starts, pauses or resumes an experiment."""
+        return self._change(name, status, lambda s: specs.with_status(s, status), actor)
+
+    def promote(self, name: str, arm: str, actor: str) -> StoredExperiment:
+        """Sends all traffic to one arm and concludes."""
+        return self._change(name, "promote", lambda s: specs.promoted(s, arm), actor)
+
+    def rollback(self, name: str, version: int | None, actor: str) -> StoredExperiment:
+        """Restores an earlier version (by default the one before the current) as a new one."""
+        target = version if version is not None else self.find(name).version - 1
+        restored, weights_version = repository.snapshot(self.database, name, target)
+        action = f"rollback to v{target}"
+        return self._change(name, action, lambda _spec: restored, actor, weights_version)
+
+    def record_event(self, action: str, actor: str, changes: dict[str, Any]) -> None:
+        """Audits a change outside any experiment."""
+        repository.record_event(self.database, action, actor, changes)
+
+    def check_served(self, served: Collection[str]) -> None:
+        """InvalidChange when a live experiment's arm would lose its configuration."""
+        for live in self._by_name.values():
+            if live.stored.spec.status != "concluded":
+                specs.check_configurations(live.stored.spec, served)
+
+    def audit(
+        self, experiment: str | None = None, actor: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Changes, newest first."""
+        return repository.audit(self.database, experiment, actor, limit)
+
+    def results(self, name: str) -> dict[str, Any]:
+        """Per-arm measurements and comparisons against the control."""
+        return results.results(self.database, self.find(name), self.min_samples)
+
+
+def outcome(
+    status: str, started: float, first_token: float | None, tokens: tuple[int, int], cost: float
+) -> Outcome:
+    """An Outcome from the chat service's timings (perf_counter seconds)."""
+    now = time.perf_counter()
+    return Outcome(
+        int(status),
+        (now - started) * 1000,
+        (first_token - started) * 1000 if first_token is not None else None,
+        tokens[0],
+        tokens[1],
+        cost,
+    )

@@ -1,0 +1,143 @@
+"""Writes on the request path: assignments, exposures, outcomes and feedback."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from service.errors import UnknownResponse
+from service.experiments.models import AssignmentRow, ExposureRow, FeedbackRow
+from service.experiments.store import Database
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """One response served through an experiment, as routing decided it."""
+
+    response_id: str
+    experiment_id: int
+    arm: str
+    configuration: str
+    user_key: str | None
+    phase: str
+    weights_version: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a response served through an experiment ended."""
+
+    status: int
+    latency_ms: float
+    ttft_ms: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+def _insert_assignment(database: Database, values: dict[str, Any]) -> Any:
+    dialect = postgresql if database.dialect == "postgresql" else sqlite
+    statement = dialect.insert(AssignmentRow).values(**values)
+    return statement.on_conflict_do_nothing(index_elements=["experiment_id", "user_key"])
+
+
+def assign_and_expose(
+    database: Database, exposure: Exposure, configurations: Mapping[str, str]
+) -> str:
+    """Stores the user's proposed arm unless one exists (another replica may have been first),
+    records the exposure under the arm that won, and commits both before the response is sent."""
+    assert exposure.user_key is not None
+    values = {
+        "experiment_id": exposure.experiment_id,
+        "user_key": exposure.user_key,
+        "arm": exposure.arm,
+        "weights_version": exposure.weights_version,
+        "assigned_at": time.time(),
+    }
+    with database.write() as session:
+        session.execute(_insert_assignment(database, values))
+        arm = session.scalars(
+            select(AssignmentRow.arm).where(
+                AssignmentRow.experiment_id == exposure.experiment_id,
+                AssignmentRow.user_key == exposure.user_key,
+            )
+        ).one()
+        session.add(_exposure_row(exposure, arm, configurations[arm]))
+    return arm
+
+
+def expose(database: Database, exposure: Exposure) -> None:
+    """Records an exposure whose arm is already decided."""
+    with database.write() as session:
+        session.add(_exposure_row(exposure, exposure.arm, exposure.configuration))
+
+
+def _exposure_row(exposure: Exposure, arm: str, configuration: str) -> ExposureRow:
+    return ExposureRow(
+        response_id=exposure.response_id,
+        experiment_id=exposure.experiment_id,
+        arm=arm,
+        configuration=configuration,
+        user_key=exposure.user_key,
+        phase=exposure.phase,
+        weights_version=exposure.weights_version,
+        created_at=time.time(),
+    )
+
+
+def _latest(response_id: str, experiment_id: int | None = None) -> Select[int]:
+    query = select(func.max(ExposureRow.id)).where(ExposureRow.response_id == response_id)
+    if experiment_id is not None:
+        query = query.where(ExposureRow.experiment_id == experiment_id)
+    return query
+
+
+def record_outcome(
+    database: Database, response_id: str, experiment_id: int, outcome: Outcome
+) -> None:
+    """Completes the latest exposure of that response with how it ended."""
+    with database.write() as session:
+        exposure_id = session.scalars(_latest(response_id, experiment_id)).one()
+        if exposure_id is None:
+            return
+        session.execute(
+            update(ExposureRow)
+            .where(ExposureRow.id == exposure_id)
+            .values(
+                status=outcome.status,
+                latency_ms=outcome.latency_ms,
+                ttft_ms=outcome.ttft_ms,
+                prompt_tokens=outcome.prompt_tokens,
+                completion_tokens=outcome.completion_tokens,
+                cost_usd=outcome.cost_usd,
+            )
+        )
+
+
+def record_feedback(
+    database: Database, response_id: str, score: float, comment: str | None
+) -> tuple[int, str]:
+    """Stores a score for a response (replacing an earlier one); its experiment id and arm."""
+    with database.write() as session:
+        exposure_id = session.scalars(_latest(response_id)).one()
+        if exposure_id is None:
+            raise UnknownResponse(
+                f"no response {response_id!r} was served through an experiment",
+                param="response_id",
+            )
+        exposure = session.get_one(ExposureRow, exposure_id)
+        row = session.scalars(
+            select(FeedbackRow).where(FeedbackRow.exposure_id == exposure_id)
+        ).one_or_none()
+        if row is None:
+            row = FeedbackRow(
+                exposure_id=exposure_id, experiment_id=exposure.experiment_id, arm=exposure.arm
+            )
+            session.add(row)
+        row.score, row.comment, row.created_at = score, comment, time.time()
+        return exposure.experiment_id, exposure.arm

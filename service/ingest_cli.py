@@ -1,0 +1,82 @@
+"""The terminal side of ingestion and search: progress bars, summaries, passage listings."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ingest.index import Index, RetrievedPassage
+from ingest.pipeline import IngestJob, IngestOptions, IngestSummary, ProgressCallback, discover
+from service.settings import Settings
+
+
+def open_index(settings: Settings) -> Index:
+    """The index the settings point at, with the bundled embedder."""
+    from ingest.embedder import Embedder
+
+    return Index(settings.index_location(), Embedder(threads=settings.torch_threads))
+
+
+@contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[ProgressCallback]:
+    """A progress bar on a terminal; one line per document otherwise (for logs)."""
+    console = Console(stderr=True)
+    if not enabled:
+        yield lambda path, outcome: None
+    elif not console.is_terminal:
+        yield lambda path, outcome: print(f"{outcome} {path}", file=sys.stderr, flush=True)
+    else:
+        columns = (TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("ingest", total=total)
+            yield lambda path, outcome: bar.advance(task)
+
+
+def run_ingest(
+    settings: Settings, root: Path, collection: str, *, show_progress: bool
+) -> IngestSummary:
+    """Runs the ingestion job and prints its summary unless JSON was asked for."""
+    options = IngestOptions(
+        chunking=settings.chunking(),
+        max_file_bytes=settings.max_file_bytes,
+        embed_batch_size=settings.embed_batch_size,
+        flush_chunks=settings.ingest_flush_chunks,
+    )
+    job = IngestJob(open_index(settings), options)
+    total = len(discover(root)[0])
+    with _progress(total, show_progress) as report:
+        summary = job.run(root, collection, progress=report)
+    if show_progress:
+        _print_summary(summary)
+    return summary
+
+
+def _print_summary(summary: IngestSummary) -> None:
+    console = Console()
+    table = Table(title=f"ingested into {summary.collection!r}", show_header=False)
+    for name in ("added", "updated", "deleted", "unchanged", "chunks", "embedded", "seconds"):
+        table.add_row(name, str(getattr(summary, name)))
+    table.add_row("skipped", str(len(summary.skipped)))
+    table.add_row("failed", str(len(summary.failed)))
+    console.print(table)
+    for issue in (*summary.skipped, *summary.failed):
+        console.print(f"  [yellow]{issue.path}[/]: {issue.reason}", highlight=False)
+
+
+def print_passages(passages: Sequence[RetrievedPassage]) -> None:
+    """Prints passages with their scores and sources."""
+    console = Console()
+    if not passages:
+        console.print("no passages found")
+    for rank, passage in enumerate(passages, start=1):
+        heading = f" ({passage.heading_path})" if passage.heading_path else ""
+        console.print(
+            f"[bold]{rank}. {passage.score:.3f}[/] {passage.source}{heading}", highlight=False
+        )
+        console.print(f"   {passage.text[:300]}", highlight=False, markup=False)

@@ -1,0 +1,174 @@
+"""ladder's one settings object, read from the environment (prefix LADDER_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ingest.chunking import ChunkingOptions
+from ingest.index import IndexLocation
+from service.configs import DEFAULT_CONFIG
+from service.guard import digest_setting
+
+
+def _default_prices() -> dict[str, tuple[float, float]]:
+    """Hosted base and fine-tuned prices from the one price table the evaluation uses."""
+    from adapters.pricing import PriceTable
+
+    hosted = PriceTable.load().hosted
+    return {
+        "base": (hosted.base.input_per_million, hosted.base.output_per_million),
+        "adapter": (hosted.fine_tuned.input_per_million, hosted.fine_tuned.output_per_million),
+    }
+
+
+class Settings(BaseSettings):
+    """Every setting of ladder, with its default."""
+
+    # hide_input_in_errors: a refused value (an API key, the admin token) never reaches a log.
+    model_config = SettingsConfigDict(
+        env_prefix="LADDER_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
+
+    data_dir: Path = Field(
+        Path(".ladder"), description="Holds the embedded Chroma database and model caches."
+    )
+    chroma_url: str | None = Field(
+        None, description="A Chroma server (http://host:port); embedded Chroma when unset."
+    )
+    torch_threads: int = Field(
+        1, ge=1, le=64, description="Torch threads for embedding and local generation."
+    )
+    chunk_size: int = Field(200, ge=32, le=2048, description="Chunk size in embedder tokens.")
+    chunk_overlap: int = Field(30, ge=0, le=512, description="Chunk overlap in embedder tokens.")
+    max_file_bytes: int = Field(
+        20_000_000, ge=1, description="Files larger than this are skipped by ingestion."
+    )
+    embed_batch_size: int = Field(64, ge=1, le=4096, description="Chunks per embedder batch.")
+    ingest_flush_chunks: int = Field(
+        512, ge=1, description="Chunks gathered per embed call before documents are written."
+    )
+
+    cache_dir_override: Path | None = Field(
+        None, alias="LADDER_CACHE_DIR", description="Converted models; default DATA_DIR/cache."
+    )
+    config: Path = Field(DEFAULT_CONFIG, description="The configurations YAML file.")
+    adapters_dir: Path | None = Field(None, description="LoRA registry; default DATA_DIR/adapters.")
+    max_lora_rank: int = Field(64, ge=1, le=512, description="Largest LoRA rank accepted.")
+    engine: Literal["local", "vllm"] = Field("local", description="Who generates.")
+    host: str = Field("127.0.0.1", description="Address `ladder serve` binds.")
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="Server processes (vllm engine only).")
+
+    vllm_url: str = Field("http://127.0.0.1:8001", description="The vLLM server.")
+    vllm_model: str = Field("base", description="The base model's served name on vLLM.")
+    vllm_connect_timeout_s: float = Field(3.0, gt=0)
+    vllm_read_timeout_s: float = Field(120.0, gt=0)
+    vllm_port: int = Field(8001, ge=1, le=65535, description="Port `ladder vllm up` binds.")
+    vllm_venv: Path | None = Field(None, description="vLLM's own venv; default <repo>/.venv-vllm.")
+    vllm_start_timeout_s: float = Field(300.0, gt=0, description="Wait for vLLM's /health.")
+    vllm_stop_timeout_s: float = Field(20.0, gt=0, description="SIGTERM grace before SIGKILL.")
+    vllm_max_loras: int = Field(4, ge=1, le=64, description="vLLM: adapters in one batch.")
+    vllm_kvcache_gb: int = Field(1, ge=1, le=256, description="vLLM CPU KV cache, GiB.")
+    vllm_dtype: Literal["float32", "bfloat16", "auto"] = Field(
+        "float32", description="vLLM weights; float32 keeps greedy answers batch-invariant on CPU."
+    )
+    vllm_leak_guard: bool = Field(
+        True, description="Send base requests through a zero adapter (vLLM CPU LoRA defect)."
+    )
+
+    max_queue: int = Field(8, ge=1, le=1024, description="Local engine: requests waiting at most.")
+    context_window: int = Field(2048, ge=256, description="Prompt plus completion tokens at most.")
+    max_tokens_ceiling: int = Field(1024, ge=1, description="Largest max_tokens a request may ask.")
+    max_messages: int = Field(64, ge=1, description="Messages a request may carry.")
+    max_message_chars: int = Field(32_000, ge=1, description="Characters in one message.")
+    max_total_chars: int = Field(100_000, ge=1, description="Characters in all messages.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Request body size.")
+    debug_prompts: bool = Field(
+        False, description="Let a request see its final prompt with the x-ladder-debug header."
+    )
+    api_keys: str | None = Field(
+        None,
+        description="Keys of /v1 (comma-separated; plain or sha256:<hex>); kept only as digests;"
+        " /v1 is open when unset.",
+    )
+    rate_limit_rpm: int | None = Field(
+        None, ge=1, description="Requests per minute per key (or per address when keys are off)."
+    )
+    max_streams_per_key: int | None = Field(
+        None, ge=1, description="Concurrent streams per key (or address); 429 beyond."
+    )
+    retrieval_timeout_s: float = Field(
+        5.0, gt=0, description="Longest wait for the index; then the configuration's on_error."
+    )
+    db_busy_timeout_s: float = Field(
+        5.0, gt=0, description="Longest wait for a locked experiments database (SQLite)."
+    )
+
+    db_url: str | None = Field(
+        None, description="Experiments database (SQLAlchemy URL); SQLite under DATA_DIR if unset."
+    )
+    admin_token: str | None = Field(
+        None, min_length=16, description="Bearer token of /admin and /dashboard; off when unset."
+    )
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: _default_prices(),
+        description="USD per million input/output tokens: by configuration name, else base or"
+        " adapter (fine-tuned); defaults from adapters/prices.yaml, the evaluation's table.",
+    )
+    access_log: bool = Field(False, description="Log every request line (costs CPU per request).")
+    experiment_refresh_s: float = Field(
+        1.0, gt=0, le=60, description="How often replicas poll for experiment changes."
+    )
+    experiment_min_samples: int = Field(
+        100, ge=1, description="Feedback per arm before a comparison may name a winner."
+    )
+
+    @field_validator("chroma_url")
+    @classmethod
+    def _chroma_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value or None
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_as_digests(cls, value: str | None) -> str | None:
+        return (digest_setting(value) or None) if value else None
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
+
+    @property
+    def experiments_db_url(self) -> str:
+        """The experiments database: LADDER_DB_URL, else SQLite under the data dir."""
+        return self.db_url or f"sqlite:///{(self.data_dir / 'ladder.db').resolve()}"
+
+    @property
+    def adapters_root(self) -> Path:
+        """The LoRA registry's folder."""
+        return self.adapters_dir or self.data_dir / "adapters"
+
+    @property
+    def chroma_dir(self) -> Path:
+        """The embedded Chroma database's folder."""
+        return self.data_dir / "chroma"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Converted models and other rebuildable caches."""
+        return self.cache_dir_override or self.data_dir / "cache"
+
+    def index_location(self) -> IndexLocation:
+        """Where the index lives: a Chroma server, or the embedded database."""
+        return IndexLocation(path=self.chroma_dir, url=self.chroma_url)
+
+    def chunking(self) -> ChunkingOptions:
+        """The ingestion's chunking options."""
+        return ChunkingOptions(size=self.chunk_size, overlap=self.chunk_overlap)
