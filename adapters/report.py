@@ -75,6 +75,19 @@ class ConfigurationSummary:
         data["metrics"] = {name: asdict(interval) for name, interval in self.metrics.items()}
         return data
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConfigurationSummary:
+        """The inverse of as_dict."""
+        intervals = {name: metrics.Interval(**i) for name, i in data["metrics"].items()}
+        return cls(**{**data, "metrics": intervals})
+
+    def forgetting_text(self) -> str:
+        """`general 1.00 -> 0.40 (-0.60)`, or `-` when not measured."""
+        if not self.forgetting:
+            return "-"
+        f = self.forgetting
+        return f"general {f['general_before']:.2f} → {f['general_after']:.2f} ({f['delta']:+.2f})"
+
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
@@ -149,31 +162,40 @@ def recommend(
 
 def diagnose(summaries: Sequence[ConfigurationSummary], target: Target, kind: str) -> str:
     """Says whether the gap is behaviour (format, use of context) or knowledge (retrieval)."""
-    best = max(
-        summaries,
-        key=lambda s: -math.inf if math.isnan(s.value(target.metric)) else s.value(target.metric),
-        default=None,
-    )
-    if best is None:
+    if not summaries:
         return "nothing was measured"
+    scored = [s for s in summaries if not math.isnan(s.value(target.metric))]
+    best = max(scored, key=lambda s: s.value(target.metric)) if scored else summaries[0]
+    closest = (
+        f"the closest is {best.name} at {best.value(target.metric):.2f}"
+        if scored
+        else f"no configuration measured {target.metric}"
+    )
+    adapter_tried = any(s.adapter for s in summaries)
     if kind == "knowledge":
         hits = [s.value(m) for s in summaries for m in s.metrics if m.startswith("hit_at_")]
         if not hits:
-            return "a knowledge failure: no configuration retrieves; add the RAG rung"
+            return f"{closest}; a knowledge failure: no configuration retrieves; add the RAG rung"
         if max(hits) >= 0.8:
             return (
-                "a behaviour failure: retrieval finds the right passage but the answers do not"
-                " use it; try a stronger prompt or an adapter on top of RAG"
+                f"{closest}; a behaviour failure: retrieval finds the right passage but the"
+                " answers do not use it; try a stronger prompt, a larger model, or an adapter"
+                " trained to answer from context"
             )
-        return "a knowledge failure: retrieval misses the gold passage; fix the index or retrieval"
-    if kind == "behaviour" and best.value("format_validity") < 0.9:
         return (
-            "a behaviour failure: the model does not hold the output format; climb to the"
-            " adapter rung or add better training data"
+            f"{closest}; a knowledge failure: retrieval misses the gold passage;"
+            " fix the index or retrieval"
         )
+    if kind == "behaviour" and best.value("format_validity") < 0.9:
+        climb = (
+            "the adapter rung was tried: train on more or cleaner data, or a larger rank or model"
+            if adapter_tried
+            else "climb to the adapter rung"
+        )
+        return f"{closest}; a behaviour failure: the output format does not hold; {climb}"
     return (
-        f"the best is {best.name} at {best.value(target.metric):.2f}: the format holds but the"
-        " content is wrong; more or cleaner training data, or knowledge the model lacks"
+        f"{closest}: the format holds but the content is wrong; more or cleaner training data,"
+        " or knowledge the model lacks"
     )
 
 
@@ -199,7 +221,6 @@ def markdown_table(summaries: Sequence[ConfigurationSummary], metric_names: Sequ
             cells.append(
                 "n/a" if found is None else f"{found.value:.2f} [{found.low:.2f}, {found.high:.2f}]"
             )
-        forgetting = ", ".join(f"{k} {v:+.2f}" for k, v in s.forgetting.items()) or "-"
         cells += [
             f"{s.prompt_tokens:.0f}",
             f"{s.few_shot_tokens:.0f}",
@@ -208,7 +229,7 @@ def markdown_table(summaries: Sequence[ConfigurationSummary], metric_names: Sequ
             f"{s.cost_per_1k:.4f}",
             f"{s.self_hosted_per_1k:.3f}",
             f"{s.p50_latency_s:.2f} s",
-            forgetting,
+            s.forgetting_text(),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -237,12 +258,23 @@ def chart(
             xytext=(6, 6),
             fontsize=9,
         )
-    axes.axhline(target.value, linestyle="--", color="grey", label=f"target {target}")
+    axes.axhline(target.value, linestyle="--", color="grey")
+    # The target is labelled on its line, not in a legend that could hide a point.
+    axes.annotate(
+        f"target {target}",
+        (1.0, target.value),
+        xycoords=("axes fraction", "data"),
+        textcoords="offset points",
+        xytext=(-4, 4),
+        ha="right",
+        fontsize=9,
+        color="grey",
+    )
+    axes.margins(x=0.2)
     axes.set_xlabel("hosted cost per 1,000 calls (USD)")
     axes.set_ylabel(target.metric)
     axes.set_ylim(-0.05, 1.05)
     axes.set_title(title)
-    axes.legend(loc="lower right")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)

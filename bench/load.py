@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import service_overhead as overhead  # the upstream and the process helpers
+from results_file import write_section
 
 SECTION_TITLE = "## Load"
 GOAL_RSS_GROWTH = 0.10
@@ -190,17 +190,6 @@ def render(run: dict[str, Any], clients: int, machine: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Adds or replaces the "## Load" section, re-reading the file so others' sections stay."""
-    existing = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION_TITLE)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(existing):
-        updated = pattern.sub(lambda _: section + "\n", existing, count=1).rstrip() + "\n"
-    else:
-        updated = existing.rstrip() + "\n\n" + section
-    path.write_text(updated)
-
-
 def main() -> None:
     """Runs the load, prints the section and writes it to --out."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -217,7 +206,7 @@ def main() -> None:
     print(section)
     print(json.dumps({"errors": run["load"].errors[:5], "warm_errors": run["warm"].errors[:5]}))
     if not args.no_write:
-        write_section(args.out, section)
+        write_section(args.out, SECTION_TITLE, section)
         print(f"written to {args.out}")
 
 

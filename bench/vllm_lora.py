@@ -26,8 +26,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
+from results_file import write_section  # noqa: E402
 
 from adapters.registry import AdapterRegistry  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -256,17 +258,6 @@ def render(cells: list[CellResult], alone: dict[str, str], sizes: Sizes, took_s:
     return "\n".join([*lines, *render_reading(cells), ""])
 
 
-def write_section(path: Path, section: str) -> None:
-    """Adds or replaces this benchmark's section, leaving other sections alone."""
-    existing = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION_TITLE)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(existing):
-        updated = pattern.sub(lambda _: section + "\n", existing, count=1).rstrip() + "\n"
-    else:
-        updated = existing.rstrip() + "\n\n" + section
-    path.write_text(updated)
-
-
 def main() -> None:
     """Starts vLLM with two adapters, runs every cell, writes the section."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -292,7 +283,7 @@ def main() -> None:
             stop(settings, print)
     section = render(cells, alone, sizes, time.monotonic() - started)
     print(section)
-    write_section(args.out, section)
+    write_section(args.out, SECTION_TITLE, section)
 
 
 if __name__ == "__main__":

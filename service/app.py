@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -96,7 +96,12 @@ def open_index(settings: Settings) -> Index | None:
         return None
 
 
-def load_configs(settings: Settings, index: Index | None, registry: AdapterRegistry) -> ConfigSet:
+def load_configs(
+    settings: Settings,
+    index: Index | None,
+    registry: AdapterRegistry,
+    only: Collection[str] | None = None,
+) -> ConfigSet:
     """Loads and validates the configurations file; raises ConfigurationError."""
     collections = None
     if index is not None:
@@ -104,7 +109,7 @@ def load_configs(settings: Settings, index: Index | None, registry: AdapterRegis
             collections = index.collection_names()
         except IndexUnavailable as error:
             log.warning("collections not checked, index unavailable: %s", error)
-    configs = load_configurations(settings.config, registry.names(), collections)
+    configs = load_configurations(settings.config, registry.names(), collections, only)
     for name, reason in configs.skipped.items():
         log.warning("configuration %r is not served: %s", name, reason)
     return configs
@@ -158,18 +163,22 @@ def create_app(
     engine: Engine | None = None,
     index: Index | None = None,
     extra_configurations: Mapping[str, Configuration] | None = None,
+    serve_only: Collection[str] | None = None,
 ) -> FastAPI:
-    """The ladder app; tests may hand in an engine or an index, the evaluation extra rungs."""
+    """The ladder app; tests may hand in an engine or an index, the evaluation extra rungs and
+    the configurations it serves (`serve_only`: the others are parsed but not served)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = AdapterRegistry(settings.adapters_root)
         chosen_index = index if index is not None else open_index(settings)
-        configs = load_configs(settings, chosen_index, registry)
+        configs = load_configs(settings, chosen_index, registry, serve_only)
         if extra_configurations:
             merged = {**configs.configurations, **extra_configurations}
             configs = ConfigSet(merged, configs.source, configs.digest, configs.skipped)
-        live = LiveConfigs(configs, lambda: load_configs(settings, chosen_index, registry))
+        live = LiveConfigs(
+            configs, lambda: load_configs(settings, chosen_index, registry, serve_only)
+        )
         experiments = open_experiments(settings, live)
         chosen_engine = engine or build_engine(settings, configs, registry)
         chat_service = ChatService(

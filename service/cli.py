@@ -14,6 +14,8 @@ from service.commands import adapters as adapters_commands
 from service.commands import evaluate as evaluate_command
 from service.commands import train as train_command
 from service.commands import vllm as vllm_commands
+from service.commands.common import fail as _fail
+from service.commands.common import settings as _settings
 
 app = typer.Typer(help="ladder: a chat service built as a ladder of layers.", no_args_is_help=True)
 
@@ -25,23 +27,6 @@ def _quiet_environment() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def _settings():  # type: ignore[no-untyped-def]
-    from pydantic import ValidationError
-
-    from service.settings import Settings
-
-    try:
-        return Settings()
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise _fail(f"invalid settings: {first['loc']}: {first['msg']}") from None
 
 
 @app.command()
@@ -103,6 +88,7 @@ app.add_typer(vllm_commands.app, name="vllm")
 app.add_typer(ab_commands.app, name="ab")
 app.command("train")(train_command.train)
 app.command("eval")(evaluate_command.eval_command)
+app.command("eval-report")(evaluate_command.eval_report_command)
 
 
 @models_app.command("prepare")

@@ -180,10 +180,13 @@ def load_configurations(
     path: Path,
     adapters: Collection[str],
     collections: Collection[str] | None,
+    only: Collection[str] | None = None,
 ) -> ConfigSet:
     """Reads and validates a configurations file against the known adapters and collections.
 
     `collections` is None when the index cannot be reached; collections are then not checked.
+    `only` names the configurations to serve (an evaluation needs no others): the rest are still
+    parsed, so a typo anywhere fails, but are not checked against adapters and collections.
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -198,6 +201,8 @@ def load_configurations(
     skipped: dict[str, str] = {}
     for name, raw in document.configurations.items():
         configuration = _resolve(name, raw, path.parent)
+        if only is not None and name not in only:
+            continue
         if (
             configuration.adapter is not None
             and configuration.adapter.split("@")[0] not in adapters

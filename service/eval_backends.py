@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -60,15 +60,18 @@ class _PostingBackend:
 
 
 def in_process(
-    settings: Settings, extra: Mapping[str, Configuration] | None = None
+    settings: Settings,
+    extra: Mapping[str, Configuration] | None = None,
+    serve_only: Collection[str] | None = None,
 ) -> _PostingBackend:
-    """The service's own app, lifespan and all, without a socket."""
+    """The service's own app, lifespan and all, without a socket, serving `serve_only`."""
     from fastapi.testclient import TestClient
 
     from service.app import create_app
 
     client = TestClient(
-        create_app(settings, extra_configurations=extra), raise_server_exceptions=True
+        create_app(settings, extra_configurations=extra, serve_only=serve_only),
+        raise_server_exceptions=True,
     )
     client.__enter__()
     return _PostingBackend(client)

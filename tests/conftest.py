@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -33,6 +34,8 @@ pytest_plugins = ["tests.experiments_support"]
 REPO = Path(__file__).resolve().parent.parent
 CORPUS_DOCS = REPO / "corpus" / "docs"
 QA_FILE = REPO / "corpus" / "qa.jsonl"
+TRIAGE_DIR = REPO / "corpus" / "tasks" / "support-triage"
+TRIAGE_PROMPT_MINIMAL = (TRIAGE_DIR / "system_prompt_minimal.txt").read_text().strip()
 
 
 def free_port() -> int:
@@ -123,3 +126,48 @@ def marker_adapter(tmp_path_factory: pytest.TempPathFactory, base_model_dir: Pat
     from tests.adapter_fixture import train_marker_adapter
 
     return train_marker_adapter(base_model_dir, tmp_path_factory.mktemp("marker-adapter"))
+
+
+@dataclass(frozen=True)
+class TrainedAdapter:
+    """A registered adapter trained in the session by `ladder train`."""
+
+    adapters_root: Path
+    name: str
+    path: Path
+    manifest: dict
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def triage_adapter(
+    tmp_path_factory: pytest.TempPathFactory, base_model_dir: Path
+) -> TrainedAdapter:
+    """`support-triage`, trained by the CLI on 120 examples for 30 steps (r=8), registered."""
+    from adapters.registry import AdapterRegistry
+    from tests.fixtures_models import models_cache_dir
+
+    data_dir = tmp_path_factory.mktemp("training")
+    rows = (TRIAGE_DIR / "train.jsonl").read_text().splitlines()
+    (data_dir / "slice.jsonl").write_text("\n".join(rows[:120]) + "\n")
+    env = {
+        **os.environ,
+        "LADDER_DATA_DIR": str(data_dir),
+        "LADDER_CACHE_DIR": str(models_cache_dir()),
+        "LADDER_TORCH_THREADS": "2",
+    }
+    # fmt: off
+    command = [
+        sys.executable, "-m", "service.cli", "train", str(data_dir / "slice.jsonl"),
+        "--name", "support-triage", "--heldout", str(TRIAGE_DIR / "heldout.jsonl"),
+        "--system-prompt", TRIAGE_PROMPT_MINIMAL, "--max-steps", "30", "--batch-size", "4",
+        "--epochs", "2", "--allow", "small", "--rank", "8",
+    ]
+    # fmt: on
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    registry = AdapterRegistry(data_dir / "adapters")
+    adapter = registry.resolve("support-triage")
+    return TrainedAdapter(
+        data_dir / "adapters", "support-triage", adapter.path, adapter.manifest(), result.stderr
+    )

@@ -79,3 +79,17 @@ def test_chat_format_few_shot_lines_are_read(tmp_path: Path) -> None:
 def test_collections_are_not_checked_while_the_index_is_unreachable(tmp_path: Path) -> None:
     path = write(tmp_path, "configurations:\n  a:\n    retrieval: {collection: later}\n")
     assert "a" in load_configurations(path, [], None).configurations
+
+
+def test_serving_only_some_configurations_checks_only_those(tmp_path: Path) -> None:
+    text = (
+        "configurations:\n  a:\n    system_prompt: hi\n"
+        "  b:\n    retrieval: {collection: not-built-yet}\n"
+    )
+    path = write(tmp_path, text)
+    assert set(load_configurations(path, [], [], only=["a"]).configurations) == {"a"}
+    with pytest.raises(ConfigurationError, match="unknown collection 'not-built-yet'"):
+        load_configurations(path, [], [])
+    typo = write(tmp_path, text + "  c:\n    adaptr: x\n")
+    with pytest.raises(ConfigurationError, match="configuration 'c': field adaptr"):
+        load_configurations(typo, [], [], only=["a"])

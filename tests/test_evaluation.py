@@ -13,6 +13,7 @@ from adapters.evaluate import ExampleResult, Journal, Reply, evaluate
 from adapters.metrics import Interval
 from adapters.report import ConfigurationSummary, Target, recommend
 from adapters.tasks import EvalExample, Task
+from service.commands.evaluation import Outcome
 
 SCHEMA = {
     "category": ["billing", "safety"],
@@ -144,6 +145,12 @@ def test_missing_costs_rank_after_known_costs() -> None:
 def test_when_none_meets_the_target_the_failure_is_named() -> None:
     behaviour = recommend([summary("prompt", 0.2, 0.01)], TARGET, "behaviour")
     assert behaviour.chosen is None and "behaviour failure" in behaviour.reason
+    assert "closest is prompt at 0.20" in behaviour.reason
+    assert "climb to the adapter" in behaviour.reason
+    tried = recommend(
+        [summary("prompt", 0.2, 0.01), summary("lora", 0.85, 0.02, "a")], TARGET, "behaviour"
+    )
+    assert "closest is lora at 0.85" in tried.reason and "adapter rung was tried" in tried.reason
     rag = summary("rag", 0.3, 0.02)
     rag.metrics["hit_at_5"] = Interval(0.95, 0.9, 1.0, 10)
     knowledge = recommend([rag], Target.parse("contains_answer>=0.8"), "knowledge")
@@ -152,6 +159,18 @@ def test_when_none_meets_the_target_the_failure_is_named() -> None:
         [summary("prompt", 0.3, 0.01)], Target.parse("contains_answer>=0.8"), "knowledge"
     )
     assert "knowledge failure" in bare.reason
+    assert recommend([], TARGET, "behaviour").reason.endswith("nothing was measured")
+
+
+def test_saved_results_render_the_same_report_again(tmp_path: Path) -> None:
+    lora = summary("lora", 0.85, 0.02, "a")
+    lora.forgetting = {"general_before": 1.0, "general_after": 0.4, "delta": -0.6}
+    outcome = Outcome.build("t", "behaviour", TARGET, [summary("prompt", 0.2, 0.01), lora], "k")
+    again = Outcome.from_dict(json.loads(json.dumps(outcome.as_dict())))
+    assert again.text() == outcome.text()
+    assert "general 1.00 → 0.40 (-0.60)" in again.text()
+    again.write(tmp_path, None)
+    assert (tmp_path / "chart.png").stat().st_size > 0
 
 
 def test_targets_parse_and_compare() -> None:

@@ -4,66 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from adapters.metrics import format_valid
-from adapters.registry import AdapterRegistry
 from adapters.tasks import load_task
 from service.engines.base import ChatMessage, GenerationRequest, SamplingParams
 from service.engines.local import LocalEngine
-from tests.conftest import REPO
-from tests.fixtures_models import models_cache_dir
+from tests.conftest import REPO, TRIAGE_PROMPT_MINIMAL, TrainedAdapter
 
 TASKS = REPO / "corpus" / "tasks"
-TRIAGE = TASKS / "support-triage"
-PROMPT = "Triage the customer message."
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """An adapter trained by the CLI on 120 examples for 30 steps."""
-    data_dir = tmp_path_factory.mktemp("training")
-    rows = (TRIAGE / "train.jsonl").read_text().splitlines()
-    (data_dir / "slice.jsonl").write_text("\n".join(rows[:120]) + "\n")
-    env = {
-        **os.environ,
-        "LADDER_DATA_DIR": str(data_dir),
-        "LADDER_CACHE_DIR": str(models_cache_dir()),
-        "LADDER_TORCH_THREADS": "2",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "service.cli",
-        "train",
-        str(data_dir / "slice.jsonl"),
-        "--name",
-        "triage-small",
-        "--heldout",
-        str(TRIAGE / "heldout.jsonl"),
-        "--system-prompt",
-        PROMPT,
-        "--max-steps",
-        "30",
-        "--batch-size",
-        "4",
-        "--epochs",
-        "2",
-        "--allow",
-        "small",
-        "--rank",
-        "8",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "warning: small" in result.stderr
-    adapter = AdapterRegistry(data_dir / "adapters").resolve("triage-small")
-    return adapter.path, adapter.manifest()
+def trained(triage_adapter: TrainedAdapter) -> tuple[Path, dict]:
+    """The session's adapter, trained by the CLI on 120 examples for 30 steps."""
+    assert "warning: small" in triage_adapter.stderr
+    return triage_adapter.path, triage_adapter.manifest
 
 
 def test_training_writes_adapter_and_manifest(trained: tuple[Path, dict]) -> None:
@@ -90,7 +48,7 @@ def test_trained_adapter_holds_the_format_better_than_the_base_model(
         replies = []
         for example in examples:
             messages = (
-                ChatMessage("system", PROMPT),
+                ChatMessage("system", TRIAGE_PROMPT_MINIMAL),
                 ChatMessage("user", example.messages[-1]["content"]),
             )
             request = GenerationRequest(

@@ -99,3 +99,22 @@ def eval_command(
     typer.echo(f"\ntable and chart: {folder}")
     if record:
         outcome.record(run.registry)
+
+
+def eval_report_command(
+    results: Annotated[Path, typer.Argument(help="A file written by `ladder eval --json`.")],
+    out_dir: Annotated[Path, typer.Option(help="Where report.md and chart.png go.")],
+) -> None:
+    """Re-renders a saved evaluation's table, chart and recommendation without re-running it."""
+    import json
+
+    from service.commands.common import fail
+    from service.commands.evaluation import Outcome
+
+    try:
+        outcome = Outcome.from_dict(json.loads(results.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise fail(f"{results} holds no ladder evaluation results: {error}") from None
+    outcome.write(out_dir, None)
+    typer.echo(outcome.text())
+    typer.echo(f"\ntable and chart: {out_dir}")

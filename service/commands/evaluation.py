@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,36 @@ PROBE_BASE = "base~general"
 class Outcome:
     """An evaluation's results, ready to print, write and record."""
 
-    task: Task
+    task_name: str
+    kind: str
     target: Target
     summaries: list[ConfigurationSummary]
     recommendation: Recommendation
     metric_names: list[str]
     key: str
+
+    @classmethod
+    def build(
+        cls,
+        task_name: str,
+        kind: str,
+        target: Target,
+        summaries: list[ConfigurationSummary],
+        key: str,
+    ) -> Outcome:
+        """Orders the metrics (the target's first) and applies the ladder's rule."""
+        names = sorted({m for s in summaries for m in s.metrics})
+        primary = [target.metric] if target.metric in names else []
+        ordered = primary + [m for m in names if m not in primary]
+        recommendation = recommend(summaries, target, kind)
+        return cls(task_name, kind, target, summaries, recommendation, ordered, key)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Outcome:
+        """Saved --json results, the rule applied anew (to re-render a report)."""
+        summaries = [ConfigurationSummary.from_dict(row) for row in data["configurations"]]
+        target = Target.parse(data["target"])
+        return cls.build(data["task"], data["kind"], target, summaries, data["run"])
 
     def text(self) -> str:
         """The Markdown table and the recommendation."""
@@ -48,12 +72,12 @@ class Outcome:
         """Writes report.md, chart.png and, when asked, the JSON results."""
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "report.md").write_text(
-            f"# {self.task.name}\n\n{self.text()}\n", encoding="utf-8"
+            f"# {self.task_name}\n\n{self.text()}\n", encoding="utf-8"
         )
         chart(
             self.summaries,
             self.target,
-            f"{self.task.name}: {self.target.metric} vs cost",
+            f"{self.task_name}: {self.target.metric} vs cost",
             folder / "chart.png",
         )
         if as_json is not None:
@@ -63,8 +87,8 @@ class Outcome:
     def as_dict(self) -> dict[str, Any]:
         """Plain data for --json."""
         return {
-            "task": self.task.name,
-            "kind": self.task.kind,
+            "task": self.task_name,
+            "kind": self.kind,
             "target": str(self.target),
             "run": self.key,
             "configurations": [s.as_dict() for s in self.summaries],
@@ -84,7 +108,7 @@ class Outcome:
             except RegistryError:
                 continue
             evaluations = adapter.manifest().get("evaluations", {})
-            evaluations[self.task.name] = {
+            evaluations[self.task_name] = {
                 "configuration": summary.name,
                 "run": self.key,
                 **summary.as_dict(),
@@ -149,7 +173,7 @@ class EvalRun:
         self.adapters = {name: known[name] for name in self.chosen}
         check_leakage(self.task, self.adapters, self.registry)
         if self.backend is None:
-            self.backend = in_process(self.settings, probes or None)
+            self.backend = in_process(self.settings, probes or None, serve_only=self.chosen)
         for name, ref in self.adapters.items():
             if ref:
                 with contextlib.suppress(RegistryError):
@@ -206,17 +230,7 @@ class EvalRun:
                             after.value("contains_answer"), before.value("contains_answer")
                         )
                     )
-        names = sorted({m for s in summaries for m in s.metrics})
-        primary = [self.target.metric] if self.target.metric in names else []
-        ordered = primary + [m for m in names if m not in primary]
-        return Outcome(
-            self.task,
-            self.target,
-            summaries,
-            recommend(summaries, self.target, self.task.kind),
-            ordered,
-            self.key,
-        )
+        return Outcome.build(self.task.name, self.task.kind, self.target, summaries, self.key)
 
     def close(self) -> None:
         """Stops the in-process app or closes the HTTP pool."""

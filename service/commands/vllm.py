@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import typer
 
-if TYPE_CHECKING:
-    from service.settings import Settings
+from service.commands.common import settings as _settings
 
 app = typer.Typer(help="A local vLLM server with the registry's adapters.", no_args_is_help=True)
-
-
-def _settings() -> Settings:
-    from pydantic import ValidationError
-
-    from service.settings import Settings
-
-    try:
-        return Settings()
-    except ValidationError as error:
-        first = error.errors()[0]
-        typer.echo(f"error: invalid settings: {first['loc']}: {first['msg']}", err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command()
