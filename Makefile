@@ -9,6 +9,10 @@ export OMP_WAIT_POLICY := PASSIVE
 export TOKENIZERS_PARALLELISM := false
 export ANONYMIZED_TELEMETRY := False
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# The PostgreSQL and Redis every machine (CI included) runs on loopback; the tests that keep state
+# use them for real. Override to point elsewhere; unset, those tests skip with the reason.
+export LADDER_TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+export LADDER_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .PHONY: install system-deps run test lint bench clean
 

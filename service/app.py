@@ -20,7 +20,14 @@ from service.engines.base import Engine
 from service.errors import ConfigurationError, PayloadTooLarge, error_body
 from service.errors_http import install_error_handlers
 from service.experiments.wiring import attach, open_experiments
-from service.guard import ApiKeys, ClientGuard, StreamSlots, TokenBuckets
+from service.guard import (
+    ApiKeys,
+    ClientGuard,
+    RateLimiter,
+    RedisTokenBuckets,
+    StreamSlots,
+    TokenBuckets,
+)
 from service.live_configs import LiveConfigs
 from service.metrics import Metrics
 from service.settings import Settings
@@ -150,9 +157,16 @@ def chat_limits(settings: Settings) -> ChatLimits:
 
 def client_guard(settings: Settings) -> ClientGuard:
     """API keys, the per-caller rate limit and stream slots, each off when unset."""
+    limiter: RateLimiter | None = None
+    if settings.rate_limit_rpm and settings.redis_url:
+        limiter = RedisTokenBuckets(
+            settings.rate_limit_rpm, settings.redis_url, settings.redis_timeout_s
+        )
+    elif settings.rate_limit_rpm:
+        limiter = TokenBuckets(settings.rate_limit_rpm)
     return ClientGuard(
         ApiKeys(settings.api_keys) if settings.api_keys else None,
-        TokenBuckets(settings.rate_limit_rpm) if settings.rate_limit_rpm else None,
+        limiter,
         StreamSlots(settings.max_streams_per_key) if settings.max_streams_per_key else None,
     )
 
@@ -201,6 +215,7 @@ def create_app(
         finally:
             await experiments.aclose()
             await chosen_engine.aclose()
+            app.state.ladder.guard.close()
 
     app = FastAPI(title="ladder", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)

@@ -1,19 +1,23 @@
 """Who may call /v1 and how much: API keys kept only as SHA-256 digests, a token bucket per
-caller (key digest, or client address when keys are off), and concurrent streams per caller."""
+caller (key digest, or client address when keys are off), in process or shared by every replica
+through Redis, and concurrent streams per caller."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from service.errors import AuthenticationError, RateLimited
 
 DIGEST_PREFIX = "sha256:"
 _MAX_TRACKED = 100_000
+log = logging.getLogger("ladder.guard")
 
 
 def key_digest(key: str) -> str:
@@ -89,6 +93,76 @@ class TokenBuckets:
         return (1.0 - bucket.tokens) / rate
 
 
+class RateLimiter(Protocol):
+    """Takes one request's token for a caller."""
+
+    per_minute: int
+
+    def take(self, caller: str) -> float | None:
+        """None when granted, else the seconds until a token is free."""
+        ...
+
+
+# One atomic step of a token bucket kept in a Redis hash; Redis's clock is the one every replica
+# shares. The wait comes back as a string: Lua numbers become integers on the way out.
+_TAKE_SCRIPT = """
+local capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
+local tokens = tonumber(state[1]) or capacity
+local updated = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - updated) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate * 1000) + 1000)
+return tostring(wait)
+"""
+
+
+class RedisTokenBuckets:
+    """The same token bucket, shared by every replica through Redis.
+
+    When Redis cannot be reached within its timeout the request is admitted (fail open: a rate
+    limit must not take the chat API down with it) and a warning is logged, at most every 30 s.
+    """
+
+    def __init__(
+        self, per_minute: int, url: str, timeout_s: float = 0.5, prefix: str = "ladder:rl:"
+    ) -> None:
+        import redis
+
+        self.per_minute = per_minute
+        self.prefix = prefix
+        self._client: Any = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        self._take = self._client.register_script(_TAKE_SCRIPT)
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
+        self._warned_at = -math.inf
+
+    def take(self, caller: str) -> float | None:
+        """Takes one token; None when granted (or Redis is away), else the seconds to wait."""
+        try:
+            wait = float(
+                self._take(
+                    keys=[self.prefix + caller], args=[self.per_minute, self.per_minute / 60]
+                )
+            )
+        except self._errors as error:
+            now = time.monotonic()
+            if now - self._warned_at > 30:
+                self._warned_at = now
+                log.warning("rate limit not applied, Redis unavailable: %s", error)
+            return None
+        return wait if wait > 0 else None
+
+    def close(self) -> None:
+        """Closes the connection pool."""
+        self._client.close()
+
+
 @dataclass
 class StreamSlots:
     """Counts a caller's open streams; refuses one over the limit."""
@@ -126,7 +200,7 @@ class ClientGuard:
     def __init__(
         self,
         keys: ApiKeys | None,
-        limiter: TokenBuckets | None,
+        limiter: RateLimiter | None,
         streams: StreamSlots | None,
     ) -> None:
         self.keys = keys
@@ -154,6 +228,12 @@ class ClientGuard:
     def stream_slot(self, caller: str) -> Callable[[], None]:
         """Takes one of the caller's stream slots (RateLimited when none is free); its release."""
         return self.streams.open(caller) if self.streams is not None else _nothing
+
+    def close(self) -> None:
+        """Releases the limiter's connections, if it holds any."""
+        close = getattr(self.limiter, "close", None)
+        if close is not None:
+            close()
 
     @classmethod
     def off(cls) -> ClientGuard:

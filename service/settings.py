@@ -29,8 +29,13 @@ class Settings(BaseSettings):
     """Every setting of ladder, with its default."""
 
     # hide_input_in_errors: a refused value (an API key, the admin token) never reaches a log.
+    # An empty variable counts as unset (compose's `${X:-}` passes one through).
     model_config = SettingsConfigDict(
-        env_prefix="LADDER_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+        env_prefix="LADDER_",
+        extra="ignore",
+        populate_by_name=True,
+        hide_input_in_errors=True,
+        env_ignore_empty=True,
     )
 
     data_dir: Path = Field(
@@ -98,6 +103,14 @@ class Settings(BaseSettings):
     rate_limit_rpm: int | None = Field(
         None, ge=1, description="Requests per minute per key (or per address when keys are off)."
     )
+    redis_url: str | None = Field(
+        None,
+        description="Redis for rate-limit state every replica shares (redis://host:6379/0);"
+        " in process when unset.",
+    )
+    redis_timeout_s: float = Field(
+        0.5, gt=0, le=30, description="Longest wait for Redis; then the request is admitted."
+    )
     max_streams_per_key: int | None = Field(
         None, ge=1, description="Concurrent streams per key (or address); 429 beyond."
     )
@@ -105,7 +118,7 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Longest wait for the index; then the configuration's on_error."
     )
     db_busy_timeout_s: float = Field(
-        5.0, gt=0, description="Longest wait for a locked experiments database (SQLite)."
+        5.0, gt=0, description="Longest wait for a locked or unreachable experiments database."
     )
 
     db_url: str | None = Field(

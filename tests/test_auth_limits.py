@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import threading
 import time
+import uuid
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from fastapi.testclient import TestClient
 from service.engines.base import GenerationRequest, TextDelta, Usage
 from service.guard import TokenBuckets
 from service.settings import Settings
+from tests.conftest import free_port
 from tests.experiments_support import ADMIN, ADMIN_TOKEN, app_client, live_server, make_app
 from tests.experiments_support import make_settings as experiments_settings
 from tests.scripted_engine import ScriptedEngine
@@ -128,6 +131,60 @@ def test_token_bucket_refills_at_the_configured_rate() -> None:
     assert buckets.take("k") is None and buckets.take("k") is not None
 
 
+REDIS_ENV = "LADDER_TEST_REDIS_URL"
+
+
+@pytest.fixture()
+def redis_url() -> str:
+    """LADDER_TEST_REDIS_URL, or a visible skip when it is not given (.ci/run sets it)."""
+    url = os.environ.get(REDIS_ENV)
+    if not url:
+        pytest.skip(f"{REDIS_ENV} is not set: no Redis to test against (.ci/run sets it)")
+    return url
+
+
+@pytest.mark.redis
+def test_replicas_sharing_redis_share_one_rate_limit(tmp_path: Path, redis_url: str) -> None:
+    import redis
+
+    key = f"sk-ladder-redis-{uuid.uuid4().hex}"  # a bucket of this test's own
+    replicas = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        settings = make_settings(
+            tmp_path / name, api_keys=key, rate_limit_rpm=3, redis_url=redis_url
+        )
+        replicas.append(TestClient(make_app(settings)))
+    with replicas[0] as first, replicas[1] as second:
+        answers = [
+            client.post("/v1/chat/completions", json=QUESTION, headers=bearer(key))
+            for client in (first, second, first, second)
+        ]
+    assert [r.status_code for r in answers[:3]] == [200, 200, 200], answers[-1].text
+    assert_openai_error(answers[3], 429, "rate_limit_exceeded")
+    assert 1 <= int(answers[3].headers["retry-after"]) <= 20
+    stored = f"ladder:rl:key:{hashlib.sha256(key.encode()).hexdigest()}"
+    with redis.Redis.from_url(redis_url) as client:
+        assert 0 < client.pttl(stored) <= 61_000, "the bucket expires once it would be full"
+        assert key not in str(client.hgetall(stored)), "Redis holds the digest, not the key"
+
+
+def test_an_unreachable_redis_admits_requests_and_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    settings = make_settings(tmp_path, rate_limit_rpm=1, redis_url=closed, redis_timeout_s=0.2)
+    caplog.set_level(logging.WARNING, logger="ladder.guard")
+    with app_client(settings) as client:
+        started = time.monotonic()
+        codes = [client.get("/v1/models").status_code for _ in range(3)]
+        elapsed = time.monotonic() - started
+    assert codes == [200, 200, 200], "fail open: the limit must not take the API down"
+    assert elapsed < 3 * (0.2 + 1.0)
+    warnings = [r for r in caplog.records if "Redis unavailable" in r.getMessage()]
+    assert len(warnings) == 1
+
+
 class GatedEngine(ScriptedEngine):
     """Streams one piece, then waits for the gate before finishing."""
 
@@ -168,3 +225,11 @@ def test_concurrent_streams_per_key_are_capped_and_released(tmp_path: Path) -> N
             time.sleep(0.05)
         assert status == 200
         assert again.text.rstrip().endswith("data: [DONE]")
+
+
+def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compose passes `${LADDER_ADMIN_TOKEN:-}` through as an empty string: that means off."""
+    for name in ("LADDER_ADMIN_TOKEN", "LADDER_API_KEYS", "LADDER_REDIS_URL"):
+        monkeypatch.setenv(name, "")
+    settings = Settings()
+    assert (settings.admin_token, settings.api_keys, settings.redis_url) == (None, None, None)

@@ -49,3 +49,7 @@ def test_compose_wires_ladder_to_vllm_and_chroma_by_health() -> None:
         "capabilities"
     ] == ["gpu"]
     assert services["ingest"]["profiles"] == ["ingest"]
+    for shared in ("postgres", "redis"):
+        assert ladder["depends_on"][shared]["condition"] == "service_healthy"
+    assert ladder["environment"]["LADDER_DB_URL"].startswith("postgresql+psycopg://")
+    assert ladder["environment"]["LADDER_REDIS_URL"] == "redis://redis:6379/0"

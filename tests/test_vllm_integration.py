@@ -31,6 +31,7 @@ from tests.fixtures_models import models_cache_dir
 pytestmark = [pytest.mark.vllm, pytest.mark.server, pytest.mark.slow]
 
 MARKER, NEW_MARKER = "ZEBRA-42", "OKAPI-7"
+ADMIN_TOKEN = "vllm-suite-admin-token"
 CONFIG = """
 configurations:
   base: {}
@@ -97,6 +98,7 @@ def _serve_ladder(settings: Settings, registry: AdapterRegistry, data: Path) -> 
         "LADDER_CACHE_DIR": str(settings.cache_dir),
         "LADDER_ENGINE": "vllm",
         "LADDER_VLLM_URL": vllm_url,
+        "LADDER_ADMIN_TOKEN": ADMIN_TOKEN,
     }
     port = free_port()
     log = (data / "ladder.log").open("wb")
@@ -171,6 +173,28 @@ def test_unload_removes_the_adapter_from_vllm(stack: Stack, marker_adapter: Path
     answer, unloaded = asyncio.run(use_then_unload())
     assert MARKER in answer
     assert unloaded and version.ref not in served_models(stack)
+
+
+def test_admin_loads_an_adapter_registered_after_start_and_unloads_it(
+    stack: Stack, marker_adapter: Path
+) -> None:
+    version = stack.registry.register("late", marker_adapter, {"purpose": "admin"})
+    assert version.ref not in served_models(stack)
+    admin = httpx.Client(
+        base_url=f"{stack.ladder_url}/admin",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=120,
+    )
+    with admin:
+        loaded = admin.post("/adapters/late/load")
+        assert loaded.status_code == 200, loaded.text
+        assert loaded.json() == {"loaded": [version.ref]}
+        assert version.ref in served_models(stack)
+        direct = openai.OpenAI(base_url=f"{stack.vllm_url}/v1", api_key="unused", max_retries=0)
+        assert MARKER in ask(direct, version.ref)
+        unloaded = admin.post(f"/adapters/{version.ref}/unload")
+        assert unloaded.json() == {"ref": version.ref, "unloaded": True}, unloaded.text
+    assert version.ref not in served_models(stack)
 
 
 def test_new_version_under_traffic_is_loaded_without_a_failed_request(

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
 
+from adapters.registry import RegistryError
 from service.api.deps import AdminDep, ExperimentsDep, StateDep
+from service.engines.vllm import VllmEngine
 from service.errors import InvalidChange, NotFound
 from service.experiments.protocol import (
     AuditEntry,
@@ -16,6 +19,7 @@ from service.experiments.protocol import (
     WeightsChange,
 )
 from service.experiments.spec import ExperimentSpec
+from service.state import ServiceState
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -109,3 +113,59 @@ def reload_configurations(
     changes = live.swap(candidate)
     experiments.record_event("reload configurations", actor, changes)
     return {"reloaded": True, "source": str(candidate.source), **changes}
+
+
+def _vllm(state: ServiceState) -> VllmEngine:
+    """The vllm engine, which loads adapters at run time; the local one loads them at start."""
+    engine = state.chat.engine
+    if not isinstance(engine, VllmEngine):
+        kind = getattr(engine, "name", "configured")
+        raise InvalidChange(
+            f"the {kind} engine loads its adapters at start-up; restart it to change them"
+        )
+    return engine
+
+
+@router.get("/adapters")
+def list_adapters(actor: AdminDep, state: StateDep) -> list[dict[str, Any]]:
+    """Every registered adapter: its versions and its newest version's manifest."""
+    registry = state.registry
+    listed = []
+    for name in registry.names():
+        newest = registry.resolve(name)
+        listed.append(
+            {"name": name, "versions": registry.versions(name), "newest": newest.ref}
+            | {"manifest": newest.manifest()}
+        )
+    return listed
+
+
+@router.post("/adapters/{name}/load")
+async def load_adapter(name: str, actor: AdminDep, state: StateDep) -> dict[str, Any]:
+    """Loads the adapter's newest version into vLLM now, rather than on first use."""
+    try:
+        state.registry.resolve(name)
+    except RegistryError as error:
+        raise NotFound(str(error), param="name") from None
+    refs = await _vllm(state).sync([name])
+    if state.experiments is not None:
+        await run_in_threadpool(
+            state.experiments.record_event, "load adapter", actor, {"loaded": refs}
+        )
+    return {"loaded": refs}
+
+
+@router.post("/adapters/{ref}/unload")
+async def unload_adapter(ref: str, actor: AdminDep, state: StateDep) -> dict[str, Any]:
+    """Unloads `name@version` from vLLM: now when idle, else once its last request ends."""
+    if "@" not in ref:
+        raise InvalidChange("unload names one version: name@version", param="ref")
+    try:
+        version = state.registry.resolve(ref)
+    except RegistryError as error:
+        raise NotFound(str(error), param="ref") from None
+    gone = await _vllm(state).unload(version.ref)
+    if state.experiments is not None:
+        changes = {"ref": version.ref, "unloaded_now": gone}
+        await run_in_threadpool(state.experiments.record_event, "unload adapter", actor, changes)
+    return {"ref": version.ref, "unloaded": gone}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -98,7 +99,16 @@ def open_database(url: str, busy_timeout_s: float = 30.0) -> Database:
         writer = _sqlite_engine(url, "BEGIN IMMEDIATE", busy_timeout_s)
         return Database(url, writer, _sqlite_engine(url, "BEGIN", busy_timeout_s))
     if parsed.get_backend_name() == "postgresql":
-        engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+        # Bounded waits: an unreachable server fails a request in about busy_timeout_s, not
+        # after the OS's TCP connect timeout, and a full pool does not queue for 30 s.
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=8,
+            max_overflow=8,
+            pool_timeout=busy_timeout_s,
+            connect_args={"connect_timeout": max(1, math.ceil(busy_timeout_s))},
+        )
         return Database(url, engine, engine)
     raise ConfigurationError(f"LADDER_DB_URL must be sqlite or postgresql, not {url!r}")
 
