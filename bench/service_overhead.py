@@ -562,7 +562,7 @@ def render_reading(rows: list[Row], results: list[CellResult], cores: int) -> li
         f"At concurrency 1 without layers ladder added {plain1.added(50):.2f} ms at p50 (goal "
         f"{GOAL_ADDED_P50_MS:g} ms); its process spent {cpu1['ladder']:.2f} ms of CPU per request "
         f"(HTTP parsing, pydantic validation, planning and token counting, its own httpx call "
-        f"upstream, response serialisation, an access-log line), against "
+        f"upstream, response serialisation), against "
         f"{cpu1['upstream']:.2f} ms for the upstream and {cpu1['client']:.2f} ms for the client.",
         f"Under load the client, ladder and the upstream share {cores} cores, so throughput is "
         f"set by CPU per request: at concurrency 64 a direct request cost "
@@ -654,7 +654,8 @@ def render_section(report: Report) -> str:
         f"own write) under uvicorn `{' '.join(report.uvicorn_options)} --no-access-log` "
         "on 127.0.0.1.",
         "- **ladder**: `python -m service.cli serve` (uvicorn defaults: uvloop and httptools when "
-        "installed, access log on), `LADDER_ENGINE=vllm`, one worker, `LADDER_TORCH_THREADS=1`, "
+        "installed, access log off as `LADDER_ACCESS_LOG` defaults), `LADDER_ENGINE=vllm`, "
+        "one worker, `LADDER_TORCH_THREADS=1`, "
         "configurations `plain: {}` and `rag: {retrieval: {collection: docs, k: 4}}` (vector "
         "search), collection `docs` ingested from `corpus/docs` "
         f"({report.ingest.get('added', '?')} "

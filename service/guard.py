@@ -225,6 +225,11 @@ class ClientGuard:
                 )
         return caller
 
+    @property
+    def blocking(self) -> bool:
+        """Whether admit() waits on the network (the Redis rate limit)."""
+        return isinstance(self.limiter, RedisTokenBuckets)
+
     def stream_slot(self, caller: str) -> Callable[[], None]:
         """Takes one of the caller's stream slots (RateLimited when none is free); its release."""
         return self.streams.open(caller) if self.streams is not None else _nothing

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Cookie, Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 
 from service.chat import ChatService
 from service.errors import AuthenticationError, NotFound
@@ -13,20 +14,24 @@ from service.guard import same_secret
 from service.state import ServiceState
 
 
-def get_state(request: Request) -> ServiceState:
+# The cheap dependencies are `async def`: FastAPI runs a plain `def` one in a worker thread, and
+# a thread hop per dependency per request is most of what ladder adds in front of a fast upstream.
+async def get_state(request: Request) -> ServiceState:
     """The running service's parts."""
     state: ServiceState = request.app.state.ladder
     return state
 
 
-def get_chat(request: Request) -> ChatService:
+async def get_chat(request: Request) -> ChatService:
     """The chat service."""
-    return get_state(request).chat
+    state: ServiceState = request.app.state.ladder
+    return state.chat
 
 
-def get_experiments(request: Request) -> ExperimentService:
+async def get_experiments(request: Request) -> ExperimentService:
     """The experiment service."""
-    experiments = get_state(request).experiments
+    state: ServiceState = request.app.state.ladder
+    experiments = state.experiments
     if experiments is None:
         raise NotFound("experiments are not enabled")
     return experiments
@@ -35,14 +40,15 @@ def get_experiments(request: Request) -> ExperimentService:
 ADMIN_COOKIE = "ladder_admin"
 
 
-def require_admin(
+async def require_admin(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
     x_ladder_actor: Annotated[str | None, Header(max_length=128)] = None,
     ladder_admin: Annotated[str | None, Cookie()] = None,
 ) -> str:
     """The actor of an admin request bearing LADDER_ADMIN_TOKEN (header or dashboard cookie)."""
-    expected = get_state(request).settings.admin_token
+    state: ServiceState = request.app.state.ladder
+    expected = state.settings.admin_token
     scheme, _, given = (authorization or "").partition(" ")
     offered = given.strip() if scheme.lower() == "bearer" else ladder_admin or ""
     if not expected or not same_secret(offered, expected):
@@ -50,10 +56,16 @@ def require_admin(
     return x_ladder_actor or "admin-api"
 
 
-def admit_client(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
-    """The caller of a /v1 route, authenticated and rate-limited by the client guard."""
+async def admit_client(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> str:
+    """The caller of a /v1 route, authenticated and rate-limited by the client guard (in a
+    worker thread only when the guard does I/O, as the Redis rate limit does)."""
     address = request.client.host if request.client else "unknown"
-    return get_state(request).guard.admit(authorization, address)
+    guard = request.app.state.ladder.guard
+    if guard.blocking:
+        return str(await run_in_threadpool(guard.admit, authorization, address))
+    return str(guard.admit(authorization, address))
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
