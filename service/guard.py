@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from service.errors import AuthenticationError, RateLimited
 
@@ -75,6 +75,7 @@ class TokenBuckets:
 
     per_minute: int
     clock: Callable[[], float] = time.monotonic
+    blocking: ClassVar[bool] = False
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
 
     def take(self, caller: str) -> float | None:
@@ -97,6 +98,11 @@ class RateLimiter(Protocol):
     """Takes one request's token for a caller."""
 
     per_minute: int
+
+    @property
+    def blocking(self) -> bool:
+        """Whether take() waits on the network."""
+        ...
 
     def take(self, caller: str) -> float | None:
         """None when granted, else the seconds until a token is free."""
@@ -127,6 +133,8 @@ class RedisTokenBuckets:
     When Redis cannot be reached within its timeout the request is admitted (fail open: a rate
     limit must not take the chat API down with it) and a warning is logged, at most every 30 s.
     """
+
+    blocking = True
 
     def __init__(
         self, per_minute: int, url: str, timeout_s: float = 0.5, prefix: str = "ladder:rl:"
@@ -228,7 +236,7 @@ class ClientGuard:
     @property
     def blocking(self) -> bool:
         """Whether admit() waits on the network (the Redis rate limit)."""
-        return isinstance(self.limiter, RedisTokenBuckets)
+        return self.limiter is not None and self.limiter.blocking
 
     def stream_slot(self, caller: str) -> Callable[[], None]:
         """Takes one of the caller's stream slots (RateLimited when none is free); its release."""

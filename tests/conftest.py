@@ -133,7 +133,6 @@ class TrainedAdapter:
     """A registered adapter trained in the session by `ladder train`."""
 
     adapters_root: Path
-    name: str
     path: Path
     manifest: dict
     stderr: str
@@ -168,6 +167,4 @@ def triage_adapter(
     assert result.returncode == 0, result.stderr[-3000:]
     registry = AdapterRegistry(data_dir / "adapters")
     adapter = registry.resolve("support-triage")
-    return TrainedAdapter(
-        data_dir / "adapters", "support-triage", adapter.path, adapter.manifest(), result.stderr
-    )
+    return TrainedAdapter(data_dir / "adapters", adapter.path, adapter.manifest(), result.stderr)

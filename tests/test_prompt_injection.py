@@ -18,12 +18,12 @@ from ingest.pipeline import IngestJob
 from service.app import create_app
 from service.router import FENCE_CLOSE, FENCE_OPEN
 from service.settings import Settings
-from tests.conftest import CORPUS_DOCS, REPO, TrainedAdapter, ingest_options
+from tests.conftest import CORPUS_DOCS, TRIAGE_DIR, TrainedAdapter, ingest_options
 from tests.fixtures_models import models_cache_dir
 from tests.scripted_engine import ScriptedEngine
 
-TRIAGE_PROMPT = REPO / "corpus" / "tasks" / "support-triage" / "system_prompt.txt"
-MINIMAL_PROMPT = TRIAGE_PROMPT.with_name("system_prompt_minimal.txt")
+TRIAGE_PROMPT = TRIAGE_DIR / "system_prompt.txt"
+MINIMAL_PROMPT = TRIAGE_DIR / "system_prompt_minimal.txt"
 MARKER = "PWNED-7731"
 HOSTILE = f"""# Aurora K3 kettle sparks and smoke
 

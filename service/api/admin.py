@@ -134,19 +134,20 @@ def list_adapters(actor: AdminDep, state: StateDep) -> list[dict[str, Any]]:
     for name in registry.names():
         newest = registry.resolve(name)
         listed.append(
-            {"name": name, "versions": registry.versions(name), "newest": newest.ref}
-            | {"manifest": newest.manifest()}
+            {
+                "name": name,
+                "versions": registry.versions(name),
+                "newest": newest.ref,
+                "manifest": newest.manifest(),
+            }
         )
     return listed
 
 
 @router.post("/adapters/{name}/load")
 async def load_adapter(name: str, actor: AdminDep, state: StateDep) -> dict[str, Any]:
-    """Loads the adapter's newest version into vLLM now, rather than on first use."""
-    try:
-        state.registry.resolve(name)
-    except RegistryError as error:
-        raise NotFound(str(error), param="name") from None
+    """Loads the adapter's newest version into vLLM now, rather than on first use (an unknown
+    name is the engine's resolver's 404)."""
     refs = await _vllm(state).sync([name])
     if state.experiments is not None:
         await run_in_threadpool(

@@ -14,24 +14,26 @@ from service.guard import same_secret
 from service.state import ServiceState
 
 
-# The cheap dependencies are `async def`: FastAPI runs a plain `def` one in a worker thread, and
-# a thread hop per dependency per request is most of what ladder adds in front of a fast upstream.
-async def get_state(request: Request) -> ServiceState:
-    """The running service's parts."""
+def _state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.ladder
     return state
 
 
+# The dependencies are `async def` because none of them waits: FastAPI runs a plain `def`
+# dependency in a worker thread, a hop per dependency per request.
+async def get_state(request: Request) -> ServiceState:
+    """The running service's parts."""
+    return _state(request)
+
+
 async def get_chat(request: Request) -> ChatService:
     """The chat service."""
-    state: ServiceState = request.app.state.ladder
-    return state.chat
+    return _state(request).chat
 
 
 async def get_experiments(request: Request) -> ExperimentService:
     """The experiment service."""
-    state: ServiceState = request.app.state.ladder
-    experiments = state.experiments
+    experiments = _state(request).experiments
     if experiments is None:
         raise NotFound("experiments are not enabled")
     return experiments
@@ -47,8 +49,7 @@ async def require_admin(
     ladder_admin: Annotated[str | None, Cookie()] = None,
 ) -> str:
     """The actor of an admin request bearing LADDER_ADMIN_TOKEN (header or dashboard cookie)."""
-    state: ServiceState = request.app.state.ladder
-    expected = state.settings.admin_token
+    expected = _state(request).settings.admin_token
     scheme, _, given = (authorization or "").partition(" ")
     offered = given.strip() if scheme.lower() == "bearer" else ladder_admin or ""
     if not expected or not same_secret(offered, expected):
@@ -62,7 +63,7 @@ async def admit_client(
     """The caller of a /v1 route, authenticated and rate-limited by the client guard (in a
     worker thread only when the guard does I/O, as the Redis rate limit does)."""
     address = request.client.host if request.client else "unknown"
-    guard = request.app.state.ladder.guard
+    guard = _state(request).guard
     if guard.blocking:
         return str(await run_in_threadpool(guard.admit, authorization, address))
     return str(guard.admit(authorization, address))
