@@ -1,8 +1,9 @@
 """vLLM on CPU: base vs adapter latency and throughput; mixed traffic with the leak guard on/off.
 
 Run from the repository root: `python bench/vllm_lora.py [--quick] [--out bench/RESULTS.md]`.
-Starts vLLM through `service.vllm_runtime` (what `ladder vllm up` does) with two marker adapters
-and `--max-loras 2`, so mixed batches fill every LoRA slot, then drives it directly with httpx.
+Starts vLLM through `service.engines.vllm_server` (what `ladder vllm up` does) with two marker
+adapters and `--max-loras 2`, so mixed batches fill every LoRA slot, then drives it directly with
+httpx.
 Unguarded base requests use `model=base`; guarded ones the zero adapter, as ladder sends them.
 """
 
@@ -32,8 +33,8 @@ import httpx  # noqa: E402
 from results_file import write_section  # noqa: E402
 
 from adapters.registry import AdapterRegistry  # noqa: E402
+from service.engines.vllm_server import IDENTITY_ADAPTER, local_url, start, stop  # noqa: E402
 from service.settings import Settings  # noqa: E402
-from service.vllm_runtime import IDENTITY_ADAPTER, local_url, start, stop  # noqa: E402
 
 SECTION_TITLE = "## vLLM on CPU: base vs adapter, leak guard"
 DEFAULT_OUT = REPO / "bench" / "RESULTS.md"
@@ -133,7 +134,7 @@ def leaks(cell: CellResult, alone: dict[str, str]) -> tuple[int, int]:
 def prepare_adapters(workdir: Path) -> AdapterRegistry:
     """Trains the two marker adapters and registers them as `zebra` and `okapi`."""
     from adapters.base_model import prepare_base_model
-    from tests.adapter_fixture import train_marker_adapter
+    from tests.support.adapters import train_marker_adapter
 
     model_dir = prepare_base_model(Settings().cache_dir.resolve())
     registry = AdapterRegistry(workdir / "adapters")

@@ -10,13 +10,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.chunking import ChunkingOptions
 from ingest.index import IndexLocation
-from service.configs import DEFAULT_CONFIG
-from service.guard import digest_setting
+from service.api.guard import digest_setting
+from service.routing.configs import DEFAULT_CONFIG
 
 
 def _default_prices() -> dict[str, tuple[float, float]]:
     """Hosted base and fine-tuned prices from the one price table the evaluation uses."""
-    from adapters.pricing import PriceTable
+    from evaluation.pricing import PriceTable
 
     hosted = PriceTable.load().hosted
     return {

@@ -12,63 +12,27 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["ANONYMIZED_TELEMETRY"] = "False"
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from ingest.chunking import ChunkingOptions
 from ingest.embedder import Embedder
 from ingest.index import Index, IndexLocation
-from ingest.pipeline import IngestJob, IngestOptions
+from ingest.pipeline import IngestJob
+from tests.support.paths import (
+    CORPUS_DOCS,
+    TRIAGE_DIR,
+    TRIAGE_PROMPT_MINIMAL,
+    TrainedAdapter,
+    ingest_options,
+)
+from tests.support.processes import free_port, stop_process, wait_for_http
 
 # The experiment tests' fixtures (a database of each kind, a live app).
-pytest_plugins = ["tests.experiments_support"]
-
-REPO = Path(__file__).resolve().parent.parent
-CORPUS_DOCS = REPO / "corpus" / "docs"
-QA_FILE = REPO / "corpus" / "qa.jsonl"
-TRIAGE_DIR = REPO / "corpus" / "tasks" / "support-triage"
-TRIAGE_PROMPT_MINIMAL = (TRIAGE_DIR / "system_prompt_minimal.txt").read_text().strip()
-
-
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for_http(url: str, timeout_s: float, process: subprocess.Popen[bytes]) -> None:
-    """Polls url until it answers 200, the process dies, or the time is up."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer within {timeout_s} s")
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """Stops a server started by a fixture, by its PID."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+pytest_plugins = ["tests.support.experiments"]
 
 
 @pytest.fixture(scope="session")
@@ -99,11 +63,6 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-def ingest_options() -> IngestOptions:
-    """Small batches, so writes interleave with embedding as in a large run."""
-    return IngestOptions(chunking=ChunkingOptions(size=200, overlap=30), embed_batch_size=32)
-
-
 @pytest.fixture(scope="session")
 def corpus_index(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Index:
     """The sample corpus ingested once into an embedded Chroma, collection `docs`."""
@@ -115,7 +74,7 @@ def corpus_index(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -
 @pytest.fixture(scope="session")
 def base_model_dir() -> Path:
     """The converted SmolLM2 folder (converted once, cached across sessions)."""
-    from tests.fixtures_models import prepared_model_dir
+    from tests.support.models import prepared_model_dir
 
     return prepared_model_dir()
 
@@ -123,19 +82,9 @@ def base_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def marker_adapter(tmp_path_factory: pytest.TempPathFactory, base_model_dir: Path) -> Path:
     """A LoRA trained in the session to open every answer with ZEBRA-42."""
-    from tests.adapter_fixture import train_marker_adapter
+    from tests.support.adapters import train_marker_adapter
 
     return train_marker_adapter(base_model_dir, tmp_path_factory.mktemp("marker-adapter"))
-
-
-@dataclass(frozen=True)
-class TrainedAdapter:
-    """A registered adapter trained in the session by `ladder train`."""
-
-    adapters_root: Path
-    path: Path
-    manifest: dict
-    stderr: str
 
 
 @pytest.fixture(scope="session")
@@ -144,7 +93,7 @@ def triage_adapter(
 ) -> TrainedAdapter:
     """`support-triage`, trained by the CLI on 120 examples for 30 steps (r=8), registered."""
     from adapters.registry import AdapterRegistry
-    from tests.fixtures_models import models_cache_dir
+    from tests.support.models import models_cache_dir
 
     data_dir = tmp_path_factory.mktemp("training")
     rows = (TRIAGE_DIR / "train.jsonl").read_text().splitlines()

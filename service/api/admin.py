@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from adapters.registry import RegistryError
 from service.api.deps import AdminDep, ExperimentsDep, StateDep
+from service.api.state import ServiceState
 from service.engines.vllm import VllmEngine
 from service.errors import InvalidChange, NotFound
 from service.experiments.protocol import (
@@ -19,7 +20,6 @@ from service.experiments.protocol import (
     WeightsChange,
 )
 from service.experiments.spec import ExperimentSpec
-from service.state import ServiceState
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

@@ -11,11 +11,16 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.api.deps import ChatDep, ClientDep, StateDep
+from service.api.guard import held
+from service.chat.protocol import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ModelCard,
+    ModelList,
+)
 from service.errors import LadderError
 from service.experiments.service import Route
 from service.experiments.wiring import observe_refusal
-from service.guard import held
-from service.protocol import ChatCompletionRequest, ChatCompletionResponse, ModelCard, ModelList
 
 router = APIRouter()
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

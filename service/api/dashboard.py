@@ -6,9 +6,9 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from service.api.deps import ADMIN_COOKIE, AdminDep, ExperimentsDep, StateDep
+from service.api.guard import same_secret
 from service.errors import AuthenticationError
 from service.experiments.dashboard import render
-from service.guard import same_secret
 
 router = APIRouter()
 

@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import Cookie, Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 
-from service.chat import ChatService
+from service.api.guard import same_secret
+from service.api.state import ServiceState
+from service.chat.serving import ChatService
 from service.errors import AuthenticationError, NotFound
 from service.experiments.service import ExperimentService
-from service.guard import same_secret
-from service.state import ServiceState
 
 
 def _state(request: Request) -> ServiceState:

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from service.api.deps import StateDep
-from service.state import ServiceState
+from service.api.state import ServiceState
 
 router = APIRouter()
 

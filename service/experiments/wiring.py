@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from service.chat import ChatService, Prepared
+from service.chat.serving import ChatService, Prepared
 from service.experiments.service import ExperimentService, Route, outcome
 from service.experiments.store import migrate, open_database
 from service.experiments.traffic import Outcome
-from service.live_configs import LiveConfigs
+from service.routing.live import LiveConfigs
 from service.settings import Settings
 
 

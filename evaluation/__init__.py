@@ -1,0 +1,1 @@
+"""The ladder evaluation: tasks, runs, metrics, reports and prices."""

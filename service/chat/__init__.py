@@ -1,0 +1,1 @@
+"""The OpenAI chat wire models, the chat serving layer and its metrics."""

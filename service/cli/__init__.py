@@ -1,0 +1,1 @@
+"""The `ladder` command line: one module per command group."""

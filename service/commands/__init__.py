@@ -1,1 +1,0 @@
-"""Sub-commands of `ladder`, one module each; heavy imports stay inside the commands."""

