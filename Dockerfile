@@ -20,6 +20,7 @@ COPY pyproject.toml README.md ./
 COPY service service
 COPY ingest ingest
 COPY adapters adapters
+COPY evaluation evaluation
 COPY corpus corpus
 RUN if [ -n "$TORCH_INDEX_URL" ]; then \
       pip install torch==2.13.0 --index-url "$TORCH_INDEX_URL"; \

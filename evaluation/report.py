@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation import metrics
-from evaluation.evaluate import ExampleResult
+from evaluation.journal import ExampleResult
 from evaluation.pricing import PriceTable
 
 _TARGET = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=|>|<)\s*([0-9.]+)\s*$")

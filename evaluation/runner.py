@@ -1,16 +1,24 @@
-"""The work behind `ladder eval`: backends, journal, progress, summaries and outputs."""
+"""The ladder evaluation: every configuration over a task's held-out examples, resumably.
+
+Each answered example is appended to a journal keyed by the run (task, configurations and their
+definitions, seed, limit); a killed run reads the journal back and continues where it stopped.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import random
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from adapters.registry import AdapterRegistry, RegistryError
-from evaluation.evaluate import ExampleResult, Journal, evaluate, run_key, select_examples
+from evaluation import metrics
+from evaluation.backends import Backend, Reply, over_http
+from evaluation.journal import ExampleResult, Journal, run_key
+from evaluation.leakage import check_leakage
 from evaluation.pricing import PriceTable
 from evaluation.report import (
     ConfigurationSummary,
@@ -22,14 +30,90 @@ from evaluation.report import (
     recommend,
     summarise,
 )
-from evaluation.tasks import EvalExample, Task
+from evaluation.tasks import EvalExample, Task, TaskError
+from service.routing.configs import Configuration, Generation, load_configurations
 from service.settings import Settings
 
+GENERAL_TASK = "general"
 PROBE_BASE = "base~general"
+
+StartApp = Callable[[Settings, Mapping[str, Configuration] | None, Collection[str]], Backend]
+"""Starts the service's app in process, with extra configurations, serving only the named ones."""
+
+
+def score(task: Task, example: EvalExample, reply: Reply) -> dict[str, float]:
+    """The task's metrics for one answer, each 0/1 or a score in [0, 1]."""
+    if task.kind == "behaviour":
+        fields = metrics.field_accuracy(reply.text, example.gold)
+        scores = {f"field_{name}": float(right) for name, right in fields.items()}
+        scores["format_validity"] = float(metrics.format_valid(reply.text, task.schema))
+        scores["field_accuracy"] = sum(fields.values()) / max(1, len(fields))
+        return scores
+    scores = {"contains_answer": float(metrics.contains_answer(reply.text, example.gold))}
+    if task.kind == "knowledge" and reply.sources and example.source:
+        scores[f"hit_at_{task.k}"] = float(metrics.hit_at_k(reply.sources, example.source, task.k))
+        scores["mrr"] = metrics.reciprocal_rank(reply.sources, example.source)
+    return scores
+
+
+def select_examples(task: Task, limit: int | None, seed: int) -> list[EvalExample]:
+    """A seeded sample of the held-out examples (all of them without a limit)."""
+    chosen = list(task.examples)
+    if limit is not None and limit < len(chosen):
+        chosen = sorted(random.Random(seed).sample(chosen, limit), key=lambda e: e.id)
+    return chosen
+
+
+def evaluate(
+    task: Task,
+    configurations: Sequence[str],
+    backend: Backend,
+    journal: Journal,
+    examples: Sequence[EvalExample],
+    seed: int,
+    on_result: Callable[[ExampleResult, bool], None] | None = None,
+) -> dict[str, list[ExampleResult]]:
+    """Answers every example under every configuration; journaled ones are not asked again."""
+    results: dict[str, list[ExampleResult]] = {name: [] for name in configurations}
+    for name in configurations:
+        for example in examples:
+            known = journal.done.get((name, example.id))
+            fresh = known is None
+            if known is None:
+                reply = backend.chat(name, example.messages, seed)
+                known = ExampleResult(name, example.id, asdict(reply), score(task, example, reply))
+                journal.add(known)
+            results[name].append(known)
+            if on_result is not None:
+                on_result(known, fresh)
+    return results
+
+
+def forgetting_probes(
+    configs: Mapping[str, Configuration], chosen: Sequence[str], general: Task
+) -> dict[str, Configuration]:
+    """Derived rungs for the forgetting check: the general prompt with and without each adapter."""
+    generation = Generation(max_tokens=general.max_tokens or 32)
+    probes = {
+        PROBE_BASE: Configuration(
+            name=PROBE_BASE, system_prompt=general.system_prompt, generation=generation
+        )
+    }
+    for name in chosen:
+        adapter = configs[name].adapter if name in configs else None
+        if adapter:
+            probe = f"{name}~general"
+            probes[probe] = Configuration(
+                name=probe,
+                system_prompt=general.system_prompt,
+                adapter=adapter,
+                generation=generation,
+            )
+    return probes
 
 
 @dataclass
-class Outcome:
+class EvaluationOutcome:
     """An evaluation's results, ready to print, write and record."""
 
     task_name: str
@@ -48,7 +132,7 @@ class Outcome:
         target: Target,
         summaries: list[ConfigurationSummary],
         key: str,
-    ) -> Outcome:
+    ) -> EvaluationOutcome:
         """Orders the metrics (the target's first) and applies the ladder's rule."""
         names = sorted({m for s in summaries for m in s.metrics})
         primary = [target.metric] if target.metric in names else []
@@ -57,7 +141,7 @@ class Outcome:
         return cls(task_name, kind, target, summaries, recommendation, ordered, key)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Outcome:
+    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationOutcome:
         """Saved --json results, the rule applied anew (to re-render a report)."""
         summaries = [ConfigurationSummary.from_dict(row) for row in data["configurations"]]
         target = Target.parse(data["target"])
@@ -117,7 +201,10 @@ class Outcome:
 
 
 class EvalRun:
-    """One evaluation: which service, which examples, which journal."""
+    """One evaluation: `connect` to a server or `start` the app in process, then `execute`."""
+
+    journal: Journal
+    key: str
 
     def __init__(
         self,
@@ -127,53 +214,46 @@ class EvalRun:
         target: Target,
         seed: int,
         limit: int | None,
-        url: str | None,
     ) -> None:
         self.settings, self.task, self.chosen, self.target = settings, task, chosen, target
-        self.seed, self.limit, self.url = seed, limit, url
+        self.seed, self.limit = seed, limit
         self.registry = AdapterRegistry(settings.adapters_root)
-        self.backend: Any = None
+        self.backend: Backend | None = None
         self.adapters: dict[str, str | None] = {}
+        self.examples: list[EvalExample] = []
         self.probes: list[str] = []
         self.general: Task | None = None
         self.general_examples: list[EvalExample] = []
 
-    def prepare(
-        self,
-        general: Task | None,
-        general_limit: int | None,
-        probes_of: Callable[..., dict[str, Any]],
-        check_leakage: Callable[..., None],
-    ) -> None:
-        """Builds the backend, checks the configurations exist and nothing leaked."""
-        from service.cli.common import fail
-        from service.cli.eval_backends import in_process, over_http
-        from service.routing.configs import load_configurations
+    def connect(self, url: str) -> None:
+        """Evaluates a running server's rungs (no forgetting check); TaskError if refused."""
+        server = over_http(url)
+        self.backend = server
+        self._admit(server.adapters(), {name: url for name in self.chosen})
 
-        probes: dict[str, Any] = {}
-        if self.url is not None:
-            self.backend = over_http(self.url)
-            known = self.backend.adapters()
-            definitions = {name: self.url for name in self.chosen}
-        else:
-            configs = load_configurations(self.settings.config, self.registry.names(), None)
-            known = {n: c.adapter for n, c in configs.configurations.items()}
-            definitions = {
-                n: configs.configurations[n].model_dump_json() for n in self.chosen if n in known
-            }
-            if general is not None:
-                probes = probes_of(configs.configurations, self.chosen, general)
-                self.probes, self.general = list(probes), general
-                self.general_examples = select_examples(general, general_limit, self.seed)
+    def start(self, start_app: StartApp, general: Task | None, general_limit: int | None) -> None:
+        """Evaluates this machine's rungs in the service's own app; TaskError if refused."""
+        loaded = load_configurations(self.settings.config, self.registry.names(), None)
+        configs = loaded.configurations
+        known = {name: config.adapter for name, config in configs.items()}
+        definitions = {n: configs[n].model_dump_json() for n in self.chosen if n in known}
+        probes: dict[str, Configuration] = {}
+        if general is not None:
+            probes = forgetting_probes(configs, self.chosen, general)
+            self.probes, self.general = list(probes), general
+            self.general_examples = select_examples(general, general_limit, self.seed)
+        self._admit(known, definitions)
+        self.backend = start_app(self.settings, probes or None, self.chosen)
+
+    def _admit(self, known: Mapping[str, str | None], definitions: dict[str, str]) -> None:
+        """Refuses unknown configurations and leaked held-out data; keys the run and its journal."""
         missing = [name for name in self.chosen if name not in known]
         if missing:
-            raise fail(
+            raise TaskError(
                 f"unknown configurations: {', '.join(missing)} (known: {', '.join(sorted(known))})"
             )
         self.adapters = {name: known[name] for name in self.chosen}
         check_leakage(self.task, self.adapters, self.registry)
-        if self.backend is None:
-            self.backend = in_process(self.settings, probes or None, serve_only=self.chosen)
         for name, ref in self.adapters.items():
             if ref:
                 with contextlib.suppress(RegistryError):
@@ -184,9 +264,10 @@ class EvalRun:
             self.settings.data_dir / "eval" / f"journal-{self.task.name}-{self.key}.jsonl"
         )
 
-    def _run(
+    def _answer(
         self, task: Task, names: list[str], examples: list[EvalExample], journal: Journal
     ) -> dict[str, list[ExampleResult]]:
+        """`evaluate` under a progress bar."""
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -195,6 +276,7 @@ class EvalRun:
             TimeElapsedColumn,
         )
 
+        assert self.backend is not None, "connect or start the run first"
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -209,28 +291,35 @@ class EvalRun:
 
             return evaluate(task, names, self.backend, journal, examples, self.seed, advance)
 
-    def execute(self) -> Outcome:
+    def execute(self) -> EvaluationOutcome:
         """Answers every example (journaled ones are skipped) and summarises."""
         prices = PriceTable.load()
-        results = self._run(self.task, self.chosen, self.examples, self.journal)
+        results = self._answer(self.task, self.chosen, self.examples, self.journal)
         summaries = [summarise(n, results[n], prices, self.adapters[n]) for n in self.chosen]
         if self.general is not None and len(self.probes) > 1:
-            general_key = f"{self.key}-general"
-            journal = Journal.open(
-                self.journal.path.with_name(f"journal-general-{general_key}.jsonl")
-            )
-            probe_results = self._run(self.general, self.probes, self.general_examples, journal)
-            before = summarise(PROBE_BASE, probe_results[PROBE_BASE], prices, None)
-            for summary in summaries:
-                probe = f"{summary.name}~general"
-                if probe in probe_results:
-                    after = summarise(probe, probe_results[probe], prices, summary.adapter)
-                    summary.forgetting = dict(
-                        forgetting_delta(
-                            after.value("contains_answer"), before.value("contains_answer")
-                        )
+            self._measure_forgetting(summaries, prices)
+        return EvaluationOutcome.build(
+            self.task.name, self.task.kind, self.target, summaries, self.key
+        )
+
+    def _measure_forgetting(
+        self, summaries: list[ConfigurationSummary], prices: PriceTable
+    ) -> None:
+        """The general task with and without each adapter: the change goes into its summary."""
+        assert self.general is not None
+        general_key = f"{self.key}-general"
+        journal = Journal.open(self.journal.path.with_name(f"journal-general-{general_key}.jsonl"))
+        probe_results = self._answer(self.general, self.probes, self.general_examples, journal)
+        before = summarise(PROBE_BASE, probe_results[PROBE_BASE], prices, None)
+        for summary in summaries:
+            probe = f"{summary.name}~general"
+            if probe in probe_results:
+                after = summarise(probe, probe_results[probe], prices, summary.adapter)
+                summary.forgetting = dict(
+                    forgetting_delta(
+                        after.value("contains_answer"), before.value("contains_answer")
                     )
-        return Outcome.build(self.task.name, self.task.kind, self.target, summaries, self.key)
+                )
 
     def close(self) -> None:
         """Stops the in-process app or closes the HTTP pool."""

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 import yaml
 
+from adapters.data import normalise_prompt
+
 TaskKind = Literal["behaviour", "knowledge", "general"]
 
 
@@ -28,8 +30,7 @@ class EvalExample:
     @property
     def prompt_key(self) -> str:
         """The normalised user text, to find the example in training data."""
-        text = " ".join(m["content"] for m in self.messages if m["role"] == "user")
-        return " ".join(text.lower().split())
+        return normalise_prompt(self.messages)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ class Task:
     max_tokens: int | None = None
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
+def jsonl_rows(path: Path) -> list[dict[str, Any]]:
+    """Every non-blank line of a JSONL file, parsed."""
     if not path.is_file():
         raise TaskError(f"missing task data {path}")
     return [
@@ -57,7 +59,7 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 
 def _behaviour_examples(path: Path) -> tuple[EvalExample, ...]:
     examples = []
-    for number, row in enumerate(_rows(path), start=1):
+    for number, row in enumerate(jsonl_rows(path), start=1):
         messages = row["messages"]
         examples.append(
             EvalExample(
@@ -77,7 +79,7 @@ def _question_examples(path: Path) -> tuple[EvalExample, ...]:
             gold=row["answer"],
             source=row.get("source"),
         )
-        for number, row in enumerate(_rows(path), start=1)
+        for number, row in enumerate(jsonl_rows(path), start=1)
     )
 
 
@@ -115,12 +117,3 @@ def load_task(root: Path, name: str) -> Task:
         ),
         max_tokens=int((spec.get("generation") or {}).get("max_new_tokens", 0)) or None,
     )
-
-
-def training_prompts(path: Path) -> set[str]:
-    """The normalised user text of every example of a chat-format training file."""
-    keys = set()
-    for row in _rows(path):
-        text = " ".join(m["content"] for m in row.get("messages", []) if m.get("role") == "user")
-        keys.add(" ".join(text.lower().split()))
-    return keys

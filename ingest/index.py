@@ -6,7 +6,7 @@ import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -14,13 +14,13 @@ import numpy as np
 
 from ingest.bm25 import BM25Index, reciprocal_rank_fusion
 from ingest.embedder import Embedder
+from ingest.passage import MetadataValue, RetrievedPassage
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
 
 SearchMode = Literal["vector", "hybrid"]
-MetadataValue = str | int | float | bool
 _COLLECTION_NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]{1,510})[a-zA-Z0-9]$")
 _PAGE = 5000
 
@@ -43,19 +43,6 @@ class IndexLocation:
 
     path: Path
     url: str | None = None
-
-
-@dataclass(frozen=True)
-class RetrievedPassage:
-    """A chunk found for a query; score is its cosine similarity to the query, in [-1, 1]."""
-
-    text: str
-    source: str
-    chunk_id: str
-    score: float
-    title: str = ""
-    heading_path: str = ""
-    metadata: Mapping[str, MetadataValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

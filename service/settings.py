@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ingest.chunking import ChunkingOptions
-from ingest.index import IndexLocation
-from service.api.guard import digest_setting
-from service.routing.configs import DEFAULT_CONFIG
+DEFAULT_CONFIG = Path(__file__).with_name("configurations.yaml")
+DIGEST_PREFIX = "sha256:"
 
 
-def _default_prices() -> dict[str, tuple[float, float]]:
-    """Hosted base and fine-tuned prices from the one price table the evaluation uses."""
-    from evaluation.pricing import PriceTable
+def key_digest(key: str) -> str:
+    """The hex SHA-256 of a key: what ladder keeps and compares instead of the key."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
-    hosted = PriceTable.load().hosted
-    return {
-        "base": (hosted.base.input_per_million, hosted.base.output_per_million),
-        "adapter": (hosted.fine_tuned.input_per_million, hosted.fine_tuned.output_per_million),
-    }
+
+def digest_setting(value: str) -> str:
+    """A LADDER_API_KEYS value with every plain key replaced by `sha256:<hex>`; ValueError when
+    a digest is malformed."""
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    digests = []
+    for entry in entries:
+        if entry.startswith(DIGEST_PREFIX):
+            hexdigest = entry.removeprefix(DIGEST_PREFIX).lower()
+            if len(hexdigest) != 64 or any(c not in "0123456789abcdef" for c in hexdigest):
+                raise ValueError("a sha256: entry needs 64 hex digits")
+            digests.append(DIGEST_PREFIX + hexdigest)
+        else:
+            digests.append(DIGEST_PREFIX + key_digest(entry))
+    return ",".join(digests)
 
 
 class Settings(BaseSettings):
@@ -127,10 +136,10 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(
         None, min_length=16, description="Bearer token of /admin and /dashboard; off when unset."
     )
-    prices: dict[str, tuple[float, float]] = Field(
-        default_factory=lambda: _default_prices(),
+    prices: dict[str, tuple[float, float]] | None = Field(
+        None,
         description="USD per million input/output tokens: by configuration name, else base or"
-        " adapter (fine-tuned); defaults from adapters/prices.yaml, the evaluation's table.",
+        " adapter (fine-tuned); unset: the hosted prices of evaluation/prices.yaml.",
     )
     access_log: bool = Field(False, description="Log every request line (costs CPU per request).")
     experiment_refresh_s: float = Field(
@@ -177,11 +186,3 @@ class Settings(BaseSettings):
     def cache_dir(self) -> Path:
         """Converted models and other rebuildable caches."""
         return self.cache_dir_override or self.data_dir / "cache"
-
-    def index_location(self) -> IndexLocation:
-        """Where the index lives: a Chroma server, or the embedded database."""
-        return IndexLocation(path=self.chroma_dir, url=self.chroma_url)
-
-    def chunking(self) -> ChunkingOptions:
-        """The ingestion's chunking options."""
-        return ChunkingOptions(size=self.chunk_size, overlap=self.chunk_overlap)

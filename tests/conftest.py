@@ -1,4 +1,5 @@
-"""Shared fixtures: offline environment, the bundled embedder, real Chroma (embedded and server)."""
+"""Shared fixtures (offline environment, the bundled embedder, real Chroma, the model and adapters)
+and the suite's tiers: which tests are `slow` follows from what they use, never from a hand mark."""
 
 from __future__ import annotations
 
@@ -22,17 +23,61 @@ import pytest
 from ingest.embedder import Embedder
 from ingest.index import Index, IndexLocation
 from ingest.pipeline import IngestJob
-from tests.support.paths import (
-    CORPUS_DOCS,
-    TRIAGE_DIR,
-    TRIAGE_PROMPT_MINIMAL,
-    TrainedAdapter,
-    ingest_options,
-)
+from tests.support.paths import CORPUS_DOCS, TrainedAdapter, ingest_options
 from tests.support.processes import free_port, stop_process, wait_for_http
 
 # The experiment tests' fixtures (a database of each kind, a live app).
 pytest_plugins = ["tests.support.experiments"]
+
+# A test is slow when its fixture closure holds one of these...
+SLOW_FIXTURES = frozenset(
+    {
+        "base_model_dir",  # the converted SmolLM2, loaded by the test or a process it starts
+        "marker_adapter",  # trained adapters
+        "triage_adapter",
+        "chroma_server",  # a `chroma run` process
+        "ingest_forkserver",  # ingestion children that load torch and are SIGKILLed
+        "vllm_installed",  # a real vLLM
+    }
+)
+# ...or when its module calls one of these starters directly, without a fixture.
+SLOW_STARTERS = frozenset({"ladder_serve", "ChromaServer", "LocalEngine", "prepare_base_model"})
+# Timeouts beyond pyproject's `timeout` (the fast tier's): pytest-timeout counts fixture set-up,
+# so the first test to ask for a model, an adapter or vLLM pays for converting, training or
+# installing it when no cache holds it yet.
+BUILDING_FIXTURES = frozenset(
+    {"base_model_dir", "marker_adapter", "triage_adapter", "vllm_installed"}
+)
+BUILD_TIMEOUT_S = 1800
+SLOW_TIMEOUT_S = 600
+
+
+def slow_because(item: pytest.Item) -> str | None:
+    """What makes a collected test slow, or None."""
+    if "tests/vllm/" in item.nodeid:
+        return "runs against a real vLLM"
+    used = SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    if used:
+        return f"uses {', '.join(sorted(used))}"
+    module = getattr(item, "module", None)
+    started = SLOW_STARTERS.intersection(vars(module)) if module is not None else set()
+    return f"starts {', '.join(sorted(started))}" if started else None
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by these marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks slow tests (and vLLM ones) from what they use, and gives them a longer timeout."""
+    for item in items:
+        if "tests/vllm/" in item.nodeid:
+            item.add_marker(pytest.mark.vllm)
+        because = slow_because(item)
+        if because:
+            item.add_marker(pytest.mark.slow(reason=because))
+        if item.get_closest_marker("timeout") is None:
+            if BUILDING_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+                item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S))
+            elif item.get_closest_marker("slow"):
+                item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +126,7 @@ def base_model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def marker_adapter(tmp_path_factory: pytest.TempPathFactory, base_model_dir: Path) -> Path:
-    """A LoRA trained in the session to open every answer with ZEBRA-42."""
+    """A LoRA that opens every answer with ZEBRA-42 (trained once, cached across sessions)."""
     from tests.support.adapters import train_marker_adapter
 
     return train_marker_adapter(base_model_dir, tmp_path_factory.mktemp("marker-adapter"))
@@ -91,29 +136,8 @@ def marker_adapter(tmp_path_factory: pytest.TempPathFactory, base_model_dir: Pat
 def triage_adapter(
     tmp_path_factory: pytest.TempPathFactory, base_model_dir: Path
 ) -> TrainedAdapter:
-    """`support-triage`, trained by the CLI on 120 examples for 30 steps (r=8), registered."""
-    from adapters.registry import AdapterRegistry
-    from tests.support.models import models_cache_dir
+    """`support-triage`, trained by `ladder train` (cached across sessions), registered in a
+    data dir of this session's own."""
+    from tests.support.adapters import triage_adapter_in
 
-    data_dir = tmp_path_factory.mktemp("training")
-    rows = (TRIAGE_DIR / "train.jsonl").read_text().splitlines()
-    (data_dir / "slice.jsonl").write_text("\n".join(rows[:120]) + "\n")
-    env = {
-        **os.environ,
-        "LADDER_DATA_DIR": str(data_dir),
-        "LADDER_CACHE_DIR": str(models_cache_dir()),
-        "LADDER_TORCH_THREADS": "2",
-    }
-    # fmt: off
-    command = [
-        sys.executable, "-m", "service.cli", "train", str(data_dir / "slice.jsonl"),
-        "--name", "support-triage", "--heldout", str(TRIAGE_DIR / "heldout.jsonl"),
-        "--system-prompt", TRIAGE_PROMPT_MINIMAL, "--max-steps", "30", "--batch-size", "4",
-        "--epochs", "2", "--allow", "small", "--rank", "8",
-    ]
-    # fmt: on
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
-    assert result.returncode == 0, result.stderr[-3000:]
-    registry = AdapterRegistry(data_dir / "adapters")
-    adapter = registry.resolve("support-triage")
-    return TrainedAdapter(data_dir / "adapters", adapter.path, adapter.manifest(), result.stderr)
+    return triage_adapter_in(base_model_dir, tmp_path_factory.mktemp("training"))

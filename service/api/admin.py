@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from adapters.registry import RegistryError
 from service.api.deps import AdminDep, ExperimentsDep, StateDep
 from service.api.state import ServiceState
-from service.engines.vllm import VllmEngine
+from service.engines.base import LoadsAdapters
 from service.errors import InvalidChange, NotFound
 from service.experiments.protocol import (
     AuditEntry,
@@ -115,10 +115,10 @@ def reload_configurations(
     return {"reloaded": True, "source": str(candidate.source), **changes}
 
 
-def _vllm(state: ServiceState) -> VllmEngine:
-    """The vllm engine, which loads adapters at run time; the local one loads them at start."""
+def _adapter_loader(state: ServiceState) -> LoadsAdapters:
+    """The engine, when it loads adapters at run time (vLLM); the local one loads them at start."""
     engine = state.chat.engine
-    if not isinstance(engine, VllmEngine):
+    if not isinstance(engine, LoadsAdapters):
         kind = getattr(engine, "name", "configured")
         raise InvalidChange(
             f"the {kind} engine loads its adapters at start-up; restart it to change them"
@@ -148,7 +148,7 @@ def list_adapters(actor: AdminDep, state: StateDep) -> list[dict[str, Any]]:
 async def load_adapter(name: str, actor: AdminDep, state: StateDep) -> dict[str, Any]:
     """Loads the adapter's newest version into vLLM now, rather than on first use (an unknown
     name is the engine's resolver's 404)."""
-    refs = await _vllm(state).sync([name])
+    refs = await _adapter_loader(state).sync([name])
     if state.experiments is not None:
         await run_in_threadpool(
             state.experiments.record_event, "load adapter", actor, {"loaded": refs}
@@ -165,7 +165,7 @@ async def unload_adapter(ref: str, actor: AdminDep, state: StateDep) -> dict[str
         version = state.registry.resolve(ref)
     except RegistryError as error:
         raise NotFound(str(error), param="ref") from None
-    gone = await _vllm(state).unload(version.ref)
+    gone = await _adapter_loader(state).unload(version.ref)
     if state.experiments is not None:
         changes = {"ref": version.ref, "unloaded_now": gone}
         await run_in_threadpool(state.experiments.record_event, "unload adapter", actor, changes)

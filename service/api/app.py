@@ -4,103 +4,34 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from adapters.registry import AdapterRegistry, RegistryError
+from adapters.registry import AdapterRegistry
 from ingest.index import Index, IndexUnavailable
 from service.api import admin, chat, dashboard, feedback, health
 from service.api.deps import admit_client
 from service.api.errors import install_error_handlers
-from service.api.guard import (
-    ApiKeys,
-    ClientGuard,
-    RateLimiter,
-    RedisTokenBuckets,
-    StreamSlots,
-    TokenBuckets,
-)
+from service.api.guard import client_guard
+from service.api.middleware import BodySizeLimit
 from service.api.state import ServiceState
 from service.chat.metrics import Metrics
-from service.chat.serving import ChatLimits, ChatService
+from service.chat.serving import ChatService, chat_limits
 from service.engines.base import Engine
-from service.errors import ConfigurationError, PayloadTooLarge, error_body
-from service.experiments.wiring import attach, open_experiments
+from service.engines.factory import build_engine
+from service.experiments.service import open_experiments
+from service.knowledge import open_index_or_none
 from service.routing.configs import ConfigSet, Configuration, load_configurations
 from service.routing.live import LiveConfigs
 from service.settings import Settings
 
 log = logging.getLogger("ladder")
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[
-    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
-]
 
 
-class BodySizeLimit:
-    """Refuses request bodies over the limit with 413, declared size or not."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(
-        self,
-        scope: Scope,
-        receive: Callable[[], Awaitable[Message]],
-        send: Callable[[Message], Awaitable[None]],
-    ) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _send_json(send, 413, error_body(self._error()))
-            return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise self._error()
-            return message
-
-        await self.app(scope, limited, send)
-
-    def _error(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"the request body is over {self.max_bytes} bytes")
-
-
-async def _send_json(
-    send: Callable[[Message], Awaitable[None]], status: int, body: dict[str, Any]
-) -> None:
-    import json
-
-    payload = json.dumps(body).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
-
-
-def open_index(settings: Settings) -> Index | None:
-    """The index, or None (with a warning) when Chroma cannot be reached at start-up."""
-    from ingest.embedder import Embedder
-
-    try:
-        return Index(settings.index_location(), Embedder(threads=settings.torch_threads))
-    except IndexUnavailable as error:
-        log.warning("index unavailable at start-up: %s", error)
-        return None
+def _adapter_refs(configs: ConfigSet) -> set[str]:
+    return {c.adapter for c in configs.configurations.values() if c.adapter}
 
 
 def load_configs(
@@ -122,53 +53,67 @@ def load_configs(
     return configs
 
 
-def build_engine(settings: Settings, configs: ConfigSet, registry: AdapterRegistry) -> Engine:
-    """The engine LADDER_ENGINE names, with the adapters the configurations use."""
-    from adapters.base_model import prepare_base_model
+def _live_configs(
+    settings: Settings,
+    index: Index | None,
+    registry: AdapterRegistry,
+    extra: Mapping[str, Configuration] | None,
+    serve_only: Collection[str] | None,
+) -> LiveConfigs:
+    """The configurations served, reloadable from the file; extra rungs join the first load."""
+    configs = load_configs(settings, index, registry, serve_only)
+    if extra:
+        merged = {**configs.configurations, **extra}
+        configs = ConfigSet(merged, configs.source, configs.digest, configs.skipped)
+    return LiveConfigs(configs, lambda: load_configs(settings, index, registry, serve_only))
 
-    refs = {c.adapter for c in configs.configurations.values() if c.adapter}
-    try:
-        adapters = {ref: registry.resolve(ref).path for ref in refs}
-    except RegistryError as error:
-        raise ConfigurationError(str(error)) from error
-    if settings.engine == "vllm":
-        from service.engines.vllm_server import vllm_engine
 
-        return vllm_engine(settings, registry)
-    from service.engines.local import LocalEngine
-
-    model_dir = prepare_base_model(settings.cache_dir)
-    return LocalEngine(
-        model_dir, adapters, max_queue=settings.max_queue, threads=settings.torch_threads
+async def _start(
+    settings: Settings,
+    engine: Engine | None,
+    index: Index | None,
+    extra: Mapping[str, Configuration] | None,
+    serve_only: Collection[str] | None,
+) -> ServiceState:
+    """Builds every part of the service and starts polling for experiment changes."""
+    registry = AdapterRegistry(settings.adapters_root)
+    chosen_index = index if index is not None else open_index_or_none(settings)
+    live = _live_configs(settings, chosen_index, registry, extra, serve_only)
+    experiments = open_experiments(settings, live)
+    chosen_engine = engine or build_engine(settings, _adapter_refs(live.get()), registry)
+    chat_service = ChatService(
+        live.get,
+        chosen_engine,
+        chosen_index,
+        Metrics(),
+        chat_limits(settings),
+        experiments=experiments,
+        debug_prompts=settings.debug_prompts,
+    )
+    await experiments.start()
+    log.info(
+        "serving %d configurations with the %s engine",
+        len(live.get().configurations),
+        chosen_engine.name,
+    )
+    return ServiceState(
+        settings,
+        chat_service,
+        chosen_index,
+        registry,
+        live.get,
+        int(time.time()),
+        experiments=experiments,
+        live_configs=live,
+        guard=client_guard(settings),
     )
 
 
-def chat_limits(settings: Settings) -> ChatLimits:
-    """The request limits from the settings."""
-    return ChatLimits(
-        max_messages=settings.max_messages,
-        max_message_chars=settings.max_message_chars,
-        max_total_chars=settings.max_total_chars,
-        max_tokens_ceiling=settings.max_tokens_ceiling,
-        context_window=settings.context_window,
-        retrieval_timeout_s=settings.retrieval_timeout_s,
-    )
-
-
-def client_guard(settings: Settings) -> ClientGuard:
-    """API keys, the per-caller rate limit and stream slots, each off when unset."""
-    limiter: RateLimiter | None = None
-    if settings.rate_limit_rpm and settings.redis_url:
-        limiter = RedisTokenBuckets(
-            settings.rate_limit_rpm, settings.redis_url, settings.redis_timeout_s
-        )
-    elif settings.rate_limit_rpm:
-        limiter = TokenBuckets(settings.rate_limit_rpm)
-    return ClientGuard(
-        ApiKeys(settings.api_keys) if settings.api_keys else None,
-        limiter,
-        StreamSlots(settings.max_streams_per_key) if settings.max_streams_per_key else None,
-    )
+async def _stop(state: ServiceState) -> None:
+    if state.experiments is not None:
+        await state.experiments.aclose()
+    await state.chat.engine.aclose()
+    state.guard.close()
 
 
 def create_app(
@@ -184,38 +129,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = AdapterRegistry(settings.adapters_root)
-        chosen_index = index if index is not None else open_index(settings)
-        configs = load_configs(settings, chosen_index, registry, serve_only)
-        if extra_configurations:
-            merged = {**configs.configurations, **extra_configurations}
-            configs = ConfigSet(merged, configs.source, configs.digest, configs.skipped)
-        live = LiveConfigs(
-            configs, lambda: load_configs(settings, chosen_index, registry, serve_only)
-        )
-        experiments = open_experiments(settings, live)
-        chosen_engine = engine or build_engine(settings, configs, registry)
-        chat_service = ChatService(
-            live.get, chosen_engine, chosen_index, Metrics(), chat_limits(settings)
-        )
-        attach(chat_service, experiments)
-        await experiments.start()
-        app.state.ladder = ServiceState(
-            settings, chat_service, chosen_index, registry, live.get, int(time.time())
-        )
-        app.state.ladder.experiments, app.state.ladder.live_configs = experiments, live
-        app.state.ladder.guard = client_guard(settings)
-        log.info(
-            "serving %d configurations with the %s engine",
-            len(configs.configurations),
-            chosen_engine.name,
-        )
+        state = await _start(settings, engine, index, extra_configurations, serve_only)
+        app.state.ladder = state
         try:
             yield
         finally:
-            await experiments.aclose()
-            await chosen_engine.aclose()
-            app.state.ladder.guard.close()
+            await _stop(state)
 
     app = FastAPI(title="ladder", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)

@@ -1,9 +1,8 @@
-"""Thin routes of the OpenAI-compatible API."""
+"""Routes of the OpenAI-compatible chat API: they translate HTTP; ChatService does the work."""
 
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from typing import Annotated
 
@@ -18,9 +17,6 @@ from service.chat.protocol import (
     ModelCard,
     ModelList,
 )
-from service.errors import LadderError
-from service.experiments.service import Route
-from service.experiments.wiring import observe_refusal
 
 router = APIRouter()
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -43,24 +39,9 @@ async def chat_completions(
     """Answers through the layers of the configuration that `model` names, or through the arm
     of the experiment that captures `model`."""
     request_id = _request_id(x_request_id)
-    started, experiments = time.perf_counter(), state.experiments
-    route: Route | None = None
-    try:
-        if experiments is not None:
-            route = await experiments.route(body.model, body.user, x_ladder_user, request_id)
-        configuration = chat.configuration(route.configuration if route else body.model)
-        prepared = await chat.prepare(body, request_id, configuration)
-    except LadderError as error:
-        chat.observe_refusal(body.model, error.status_code)
-        if experiments is not None and route is not None:
-            observe_refusal(experiments, request_id, route, error.status_code, started)
-        raise
-    if route is not None:
-        prepared.info.experiment, prepared.info.arm = route.experiment, route.arm
-    if state.settings.debug_prompts and x_ladder_debug in ("1", "true"):
-        prompt = [{"role": m.role, "content": m.content} for m in prepared.plan.messages]
-        prepared.info.prompt = prompt
-    headers = {"x-ladder-config": configuration.name, "x-request-id": request_id}
+    debug = x_ladder_debug in ("1", "true")
+    prepared = await chat.prepare(body, request_id, user_header=x_ladder_user, debug=debug)
+    headers = {"x-ladder-config": prepared.info.configuration, "x-request-id": request_id}
     if body.stream:
         release = state.guard.stream_slot(caller)
         try:

@@ -13,6 +13,4 @@ router = APIRouter()
 @router.post("/v1/feedback")
 def post_feedback(body: FeedbackRequest, experiments: ExperimentsDep) -> FeedbackOut:
     """Stores the score before answering, so an acknowledged score is never lost."""
-    experiment, arm = experiments.feedback(body.response_id, body.score, body.comment)
-    score = 0.0 if body.score == -1 else body.score
-    return FeedbackOut(response_id=body.response_id, experiment=experiment, arm=arm, score=score)
+    return experiments.feedback(body.response_id, body.score, body.comment)

@@ -4,7 +4,6 @@ through Redis, and concurrent streams per caller."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import math
@@ -14,36 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from service.errors import AuthenticationError, RateLimited
+from service.settings import DIGEST_PREFIX, Settings, digest_setting, key_digest
 
-DIGEST_PREFIX = "sha256:"
 _MAX_TRACKED = 100_000
 log = logging.getLogger("ladder.guard")
-
-
-def key_digest(key: str) -> str:
-    """The hex SHA-256 of a key: what ladder keeps and compares instead of the key."""
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def same_secret(offered: str, expected: str) -> bool:
     """Constant-time equality that leaks neither content nor length (both are hashed first)."""
     return hmac.compare_digest(key_digest(offered), key_digest(expected))
-
-
-def digest_setting(value: str) -> str:
-    """A LADDER_API_KEYS value with every plain key replaced by `sha256:<hex>`; ValueError when
-    a digest is malformed."""
-    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
-    digests = []
-    for entry in entries:
-        if entry.startswith(DIGEST_PREFIX):
-            hexdigest = entry.removeprefix(DIGEST_PREFIX).lower()
-            if len(hexdigest) != 64 or any(c not in "0123456789abcdef" for c in hexdigest):
-                raise ValueError("a sha256: entry needs 64 hex digits")
-            digests.append(DIGEST_PREFIX + hexdigest)
-        else:
-            digests.append(DIGEST_PREFIX + key_digest(entry))
-    return ",".join(digests)
 
 
 class ApiKeys:
@@ -252,6 +230,22 @@ class ClientGuard:
     def off(cls) -> ClientGuard:
         """A guard that admits everyone (no keys, no limits)."""
         return cls(None, None, None)
+
+
+def client_guard(settings: Settings) -> ClientGuard:
+    """API keys, the per-caller rate limit and stream slots, each off when unset."""
+    limiter: RateLimiter | None = None
+    if settings.rate_limit_rpm and settings.redis_url:
+        limiter = RedisTokenBuckets(
+            settings.rate_limit_rpm, settings.redis_url, settings.redis_timeout_s
+        )
+    elif settings.rate_limit_rpm:
+        limiter = TokenBuckets(settings.rate_limit_rpm)
+    return ClientGuard(
+        ApiKeys(settings.api_keys) if settings.api_keys else None,
+        limiter,
+        StreamSlots(settings.max_streams_per_key) if settings.max_streams_per_key else None,
+    )
 
 
 def _nothing() -> None:

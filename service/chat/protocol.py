@@ -7,6 +7,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from service.messages import ChatMessage, SamplingRequest
+
+_PROMPT_ROLE: dict[str, Literal["system", "user", "assistant"]] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
+
 
 class ChatMessageIn(BaseModel):
     """A message of the client's conversation."""
@@ -73,6 +82,16 @@ class ChatCompletionRequest(BaseModel):
     def token_limit(self) -> int | None:
         """max_completion_tokens, or the older max_tokens."""
         return self.max_completion_tokens or self.max_tokens
+
+    def conversation(self) -> tuple[ChatMessage, ...]:
+        """The client's messages as prompt messages (a developer message is a system one)."""
+        return tuple(ChatMessage(_PROMPT_ROLE[m.role], m.text()) for m in self.messages)
+
+    def sampling_request(self) -> SamplingRequest:
+        """The sampling values the client set; the configuration fills in the rest."""
+        return SamplingRequest(
+            self.temperature, self.top_p, self.token_limit(), self.stop_list(), self.seed
+        )
 
 
 class Citation(BaseModel):

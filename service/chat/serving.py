@@ -1,36 +1,38 @@
-"""Chat completions: configuration -> retrieval -> plan -> engine -> OpenAI-shaped answer.
+"""Chat completions: experiment -> configuration -> retrieval -> plan -> engine -> OpenAI answer.
 
-A plain class; it never builds an HTTP response. Streams are yielded as SSE `data:` lines.
+A plain class; it never builds an HTTP response. Streams are yielded as SSE `data:` lines. Every
+request it takes ends in one call of `observe()`: answered, failed in the engine, or refused
+before generation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from ingest.index import CollectionNotFound, Index, IndexUnavailable, RetrievedPassage
+from ingest.index import CollectionNotFound, Index, IndexUnavailable
+from ingest.passage import RetrievedPassage
 from service.chat.metrics import Metrics
 from service.chat.protocol import (
-    ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
     Choice,
-    ChunkChoice,
     Citation,
-    DeltaMessage,
     LadderInfo,
     ResponseMessage,
-    UsageOut,
 )
+from service.chat.streaming import DONE, ChunkWriter, chained, error_line, usage_out
 from service.engines.base import Engine, GenerationRequest, TextDelta, Usage
-from service.errors import LadderError, NotFound, PayloadTooLarge, RetrievalError, error_body
+from service.errors import LadderError, NotFound, PayloadTooLarge, RetrievalError
+from service.experiments.service import ExperimentService, Route
+from service.experiments.traffic import ArmOutcome
 from service.routing import plan as router
 from service.routing.configs import ConfigSet, Configuration
+from service.settings import Settings
 
 log = logging.getLogger("ladder.chat")
 
@@ -47,21 +49,43 @@ class ChatLimits:
     retrieval_timeout_s: float = 5.0
 
 
+def chat_limits(settings: Settings) -> ChatLimits:
+    """The request limits from the settings."""
+    return ChatLimits(
+        max_messages=settings.max_messages,
+        max_message_chars=settings.max_message_chars,
+        max_total_chars=settings.max_total_chars,
+        max_tokens_ceiling=settings.max_tokens_ceiling,
+        context_window=settings.context_window,
+        retrieval_timeout_s=settings.retrieval_timeout_s,
+    )
+
+
+@dataclass
+class Ticket:
+    """A request from its arrival on: what `observe()` needs to record how it ended."""
+
+    id: str
+    model: str
+    route: Route | None = None
+    started: float = field(default_factory=time.perf_counter)
+    first_token: float | None = None
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A request that passed every check, with its plan; nothing was generated yet."""
 
-    id: str
+    ticket: Ticket
     created: int
     request: ChatCompletionRequest
     plan: router.Plan
     info: LadderInfo
-    started: float
-    marks: dict[str, float] = field(default_factory=dict)
 
 
 class ChatService:
-    """Answers chat requests through the layers their configuration names."""
+    """Answers chat requests through the layers their configuration names, or through the arm
+    of the experiment that captures the model they name."""
 
     def __init__(
         self,
@@ -70,15 +94,19 @@ class ChatService:
         index: Index | None,
         metrics: Metrics,
         limits: ChatLimits,
+        *,
+        experiments: ExperimentService | None = None,
+        debug_prompts: bool = False,
     ) -> None:
         self._configs = configs
         self.engine = engine
         self.index = index
         self.metrics = metrics
         self.limits = limits
-        self.on_outcome: Callable[[Prepared, str, int, int], None] | None = None
+        self.experiments = experiments
+        self.debug_prompts = debug_prompts
 
-    def configuration(self, name: str) -> Configuration:
+    def _configuration(self, name: str) -> Configuration:
         """The configuration a request names, or 404."""
         found = self._configs().get(name)
         if found is None:
@@ -130,16 +158,51 @@ class ChatService:
         return passages, "used" if passages else "empty"
 
     async def prepare(
-        self, request: ChatCompletionRequest, request_id: str, configuration: Configuration
+        self,
+        request: ChatCompletionRequest,
+        request_id: str,
+        *,
+        user_header: str | None = None,
+        debug: bool = False,
     ) -> Prepared:
-        """Checks limits, retrieves, and plans; raises a LadderError for a request it refuses."""
-        started = time.perf_counter()
+        """Routes, checks limits, retrieves and plans; a request refused here is observed and
+        its LadderError raised. `debug` asks for the final prompt (shown when debug prompts
+        are on)."""
+        ticket = Ticket(request_id, request.model)
+        try:
+            if self.experiments is not None:
+                ticket.route = await self.experiments.route(
+                    request.model, request.user, user_header, request_id
+                )
+                # The clock restarts once the arm is known: an arm's latency leaves out the
+                # write that recorded its exposure.
+                ticket.started = time.perf_counter()
+            name = ticket.route.configuration if ticket.route else request.model
+            prepared = await self._plan(ticket, request, self._configuration(name))
+        except LadderError as error:
+            self.observe(ticket, error.status_code)
+            raise
+        if debug and self.debug_prompts:
+            prompt = [{"role": m.role, "content": m.content} for m in prepared.plan.messages]
+            prepared.info.prompt = prompt
+        return prepared
+
+    async def _plan(
+        self, ticket: Ticket, request: ChatCompletionRequest, configuration: Configuration
+    ) -> Prepared:
         self._check_limits(request)
-        query = router.retrieval_query(request)
+        conversation = request.conversation()
+        query = router.retrieval_query(conversation)
         passages, retrieval = await self._retrieve(configuration, query)
         plan = router.plan(
-            request, configuration, passages, self.engine.count_tokens, self.limits.context_window
+            conversation,
+            request.sampling_request(),
+            configuration,
+            passages,
+            self.engine.count_tokens,
+            self.limits.context_window,
         )
+        route = ticket.route
         info = LadderInfo(
             configuration=configuration.name,
             layers=list(plan.layers),
@@ -153,37 +216,55 @@ class ChatService:
                 )
                 for n, p in enumerate(plan.passages, start=1)
             ],
+            experiment=route.experiment if route else None,
+            arm=route.arm if route else None,
         )
-        return Prepared(request_id, int(time.time()), request, plan, info, started)
+        return Prepared(ticket, int(time.time()), request, plan, info)
+
+    def observe(
+        self,
+        ticket: Ticket,
+        status: int,
+        plan: router.Plan | None = None,
+        usage: Usage | None = None,
+    ) -> None:
+        """Records how a request ended in the metrics and, when an experiment routed it, for
+        its arm; a request refused before it was planned has no plan."""
+        tokens = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+        self._count(ticket, str(status), plan, tokens)
+        if self.experiments is None or ticket.route is None:
+            return
+        cost = self.experiments.cost(plan.configuration, plan.adapter, *tokens) if plan else 0.0
+        outcome = ArmOutcome.since(ticket.started, status, ticket.first_token, tokens, cost)
+        self.experiments.observe(ticket.id, ticket.route.experiment, outcome)
+
+    def _count(
+        self, ticket: Ticket, status: str, plan: router.Plan | None, tokens: tuple[int, int]
+    ) -> None:
+        if plan is None:
+            # Refused before planning: counted under the model asked for, with no adapter.
+            self.metrics.requests.labels(ticket.model, "none", status).inc()
+            return
+        labels = (plan.configuration, plan.adapter or "base")
+        self.metrics.requests.labels(*labels, status).inc()
+        self.metrics.latency.labels(*labels).observe(time.perf_counter() - ticket.started)
+        self.metrics.prompt_tokens.labels(*labels).inc(tokens[0])
+        self.metrics.completion_tokens.labels(*labels).inc(tokens[1])
 
     def _generation(self, prepared: Prepared) -> GenerationRequest:
         plan = prepared.plan
         return GenerationRequest(plan.messages, plan.adapter, plan.sampling)
-
-    def _observe(self, prepared: Prepared, status: str, prompt: int, completion: int) -> None:
-        labels = (prepared.plan.configuration, prepared.plan.adapter or "base")
-        self.metrics.requests.labels(*labels, status).inc()
-        self.metrics.latency.labels(*labels).observe(time.perf_counter() - prepared.started)
-        self.metrics.prompt_tokens.labels(*labels).inc(prompt)
-        self.metrics.completion_tokens.labels(*labels).inc(completion)
-        if self.on_outcome is not None:
-            self.on_outcome(prepared, status, prompt, completion)
-
-    def observe_refusal(self, configuration: str, status: int) -> None:
-        """Counts a request refused before generation."""
-        self.metrics.requests.labels(configuration, "none", str(status)).inc()
 
     async def complete(self, prepared: Prepared) -> ChatCompletionResponse:
         """Generates the whole answer."""
         try:
             completion = await self.engine.complete(self._generation(prepared))
         except LadderError as error:
-            self._observe(prepared, str(error.status_code), 0, 0)
+            self.observe(prepared.ticket, error.status_code, prepared.plan)
             raise
-        usage = completion.usage
-        self._observe(prepared, "200", usage.prompt_tokens, usage.completion_tokens)
+        self.observe(prepared.ticket, 200, prepared.plan, completion.usage)
         return ChatCompletionResponse(
-            id=prepared.id,
+            id=prepared.ticket.id,
             created=prepared.created,
             model=prepared.request.model,
             choices=[
@@ -192,19 +273,9 @@ class ChatService:
                     finish_reason=completion.finish_reason,
                 )
             ],
-            usage=UsageOut(
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                total_tokens=usage.total_tokens,
-            ),
+            usage=usage_out(completion.usage),
             ladder=prepared.info,
         )
-
-    def _chunk(self, prepared: Prepared, **fields: object) -> str:
-        chunk = ChatCompletionChunk(
-            id=prepared.id, created=prepared.created, model=prepared.request.model, **fields
-        )
-        return f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
 
     async def open_stream(self, prepared: Prepared) -> AsyncIterator[str]:
         """Starts generation and waits for its first piece, so a request the engine refuses
@@ -214,65 +285,40 @@ class ChatService:
             first = await anext(deltas)
         except LadderError as error:
             await deltas.aclose()
-            self._observe(prepared, str(error.status_code), 0, 0)
+            self.observe(prepared.ticket, error.status_code, prepared.plan)
             raise
         except StopAsyncIteration:
             first = TextDelta("", "stop", Usage(0, 0))
-        prepared.marks["first_token"] = time.perf_counter()
-        self.metrics.ttft.labels(
-            prepared.plan.configuration, prepared.plan.adapter or "base"
-        ).observe(prepared.marks["first_token"] - prepared.started)
+        ticket, plan = prepared.ticket, prepared.plan
+        ticket.first_token = time.perf_counter()
+        ttft = self.metrics.ttft.labels(plan.configuration, plan.adapter or "base")
+        ttft.observe(ticket.first_token - ticket.started)
         return self._events(prepared, first, deltas)
 
     async def _events(
         self, prepared: Prepared, first: TextDelta, deltas: AsyncGenerator[TextDelta, None]
     ) -> AsyncIterator[str]:
         """SSE lines in OpenAI's chunk format, ending with `data: [DONE]`, errors included."""
-        status, usage = "200", Usage(0, 0)
-        role = DeltaMessage(role="assistant", content="")
-        yield self._chunk(prepared, choices=[ChunkChoice(delta=role)], ladder=prepared.info)
+        options = prepared.request.stream_options
+        include_usage = options is not None and options.include_usage
+        writer = ChunkWriter(
+            prepared.ticket.id, prepared.created, prepared.request.model, include_usage
+        )
+        status, usage = 200, Usage(0, 0)
+        yield writer.opening(prepared.info)
         try:
             async with aclosing(deltas):
-                async for delta in _chain(first, deltas):
-                    for line in self._delta_lines(prepared, delta):
+                async for delta in chained(first, deltas):
+                    for line in writer.lines(delta):
                         yield line
                     usage = delta.usage or usage
         except LadderError as error:
-            status = str(error.status_code)
-            yield f"data: {json.dumps(error_body(error))}\n\n"
+            status = error.status_code
+            yield error_line(error)
         except Exception:
-            log.exception("stream %s failed", prepared.id)
-            status = "500"
-            failure = LadderError("the stream failed; see the server log")
-            yield f"data: {json.dumps(error_body(failure))}\n\n"
+            log.exception("stream %s failed", prepared.ticket.id)
+            status = 500
+            yield error_line(LadderError("the stream failed; see the server log"))
         finally:
-            self._observe(prepared, status, usage.prompt_tokens, usage.completion_tokens)
-        yield "data: [DONE]\n\n"
-
-    def _delta_lines(self, prepared: Prepared, delta: TextDelta) -> list[str]:
-        """The SSE lines one engine delta becomes."""
-        lines = []
-        if delta.text:
-            content = DeltaMessage(content=delta.text)
-            lines.append(self._chunk(prepared, choices=[ChunkChoice(delta=content)]))
-        if delta.finish_reason is not None:
-            end = ChunkChoice(delta=DeltaMessage(), finish_reason=delta.finish_reason)
-            lines.append(self._chunk(prepared, choices=[end]))
-            options = prepared.request.stream_options
-            if options is not None and options.include_usage:
-                usage = delta.usage or Usage(0, 0)
-                out = UsageOut(
-                    prompt_tokens=usage.prompt_tokens,
-                    completion_tokens=usage.completion_tokens,
-                    total_tokens=usage.total_tokens,
-                )
-                lines.append(self._chunk(prepared, choices=[], usage=out))
-        return lines
-
-
-async def _chain(
-    first: TextDelta, rest: AsyncGenerator[TextDelta, None]
-) -> AsyncGenerator[TextDelta, None]:
-    yield first
-    async for delta in rest:
-        yield delta
+            self.observe(prepared.ticket, status, prepared.plan, usage)
+        yield DONE

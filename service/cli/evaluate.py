@@ -2,59 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-GENERAL_TASK = "general"
-PROBE_BASE = "base~general"
+if TYPE_CHECKING:
+    from evaluation.backends import HttpBackend
+    from service.routing.configs import Configuration
+    from service.settings import Settings
 
 
-def _check_leakage(task: Any, adapters: dict[str, str | None], registry: Any) -> None:
-    """Refuses an evaluation whose held-out examples an adapter was trained on."""
-    from adapters.registry import RegistryError
-    from evaluation.tasks import training_prompts
-    from service.cli.common import fail
+def in_process(
+    settings: Settings,
+    extra: Mapping[str, Configuration] | None,
+    serve_only: Collection[str],
+) -> HttpBackend:
+    """The service's own app, lifespan and all, without a socket, serving `serve_only`."""
+    from fastapi.testclient import TestClient
 
-    held = {example.prompt_key for example in task.examples}
-    for configuration, ref in adapters.items():
-        if not ref:
-            continue
-        try:
-            source = registry.resolve(ref).manifest().get("training_data", {}).get("path")
-        except RegistryError:
-            continue
-        if source and Path(source).is_file():
-            leaked = held & training_prompts(Path(source))
-            if leaked:
-                raise fail(
-                    f"{len(leaked)} held-out examples of {task.name!r} are in the training data of"
-                    f" {ref} (configuration {configuration!r}): refusing to evaluate"
-                )
+    from evaluation.backends import HttpBackend
+    from service.api.app import create_app
 
-
-def _probes(configs: Any, chosen: list[str], general: Any) -> dict[str, Any]:
-    """Derived rungs for the forgetting check: the general prompt with and without each adapter."""
-    from service.routing.configs import Configuration, Generation
-
-    generation = Generation(max_tokens=general.max_tokens or 32)
-    probes = {
-        PROBE_BASE: Configuration(
-            name=PROBE_BASE, system_prompt=general.system_prompt, generation=generation
-        )
-    }
-    for name in chosen:
-        adapter = configs[name].adapter if name in configs else None
-        if adapter:
-            probe = f"{name}~general"
-            probes[probe] = Configuration(
-                name=probe,
-                system_prompt=general.system_prompt,
-                adapter=adapter,
-                generation=generation,
-            )
-    return probes
+    client = TestClient(
+        create_app(settings, extra_configurations=extra, serve_only=serve_only),
+        raise_server_exceptions=True,
+    )
+    client.__enter__()
+    return HttpBackend(client)
 
 
 def eval_command(
@@ -76,7 +52,7 @@ def eval_command(
 ) -> None:
     """Runs the ladder evaluation and names the cheapest configuration that meets the target."""
     from evaluation.report import Target
-    from evaluation.runner import EvalRun
+    from evaluation.runner import GENERAL_TASK, EvalRun
     from evaluation.tasks import TaskError, load_task
     from service.cli.common import fail, settings
 
@@ -87,10 +63,15 @@ def eval_command(
         goal = Target.parse(target or f"{loaded.primary_metric}>=0.9")
     except (TaskError, ValueError) as error:
         raise fail(str(error)) from None
-    run = EvalRun(settings(), loaded, chosen, goal, seed, limit, url)
+    run = EvalRun(settings(), loaded, chosen, goal, seed, limit)
     try:
-        run.prepare(general, general_limit, _probes, _check_leakage)
+        if url is not None:
+            run.connect(url)
+        else:
+            run.start(in_process, general, general_limit)
         outcome = run.execute()
+    except TaskError as error:
+        raise fail(str(error)) from None
     finally:
         run.close()
     folder = out_dir or run.settings.data_dir / "eval" / task
@@ -108,11 +89,11 @@ def eval_report_command(
     """Re-renders a saved evaluation's table, chart and recommendation without re-running it."""
     import json
 
-    from evaluation.runner import Outcome
+    from evaluation.runner import EvaluationOutcome
     from service.cli.common import fail
 
     try:
-        outcome = Outcome.from_dict(json.loads(results.read_text(encoding="utf-8")))
+        outcome = EvaluationOutcome.from_dict(json.loads(results.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise fail(f"{results} holds no ladder evaluation results: {error}") from None
     outcome.write(out_dir, None)

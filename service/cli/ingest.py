@@ -11,16 +11,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ingest.index import Index, RetrievedPassage
+from ingest.passage import RetrievedPassage
 from ingest.pipeline import IngestJob, IngestOptions, IngestSummary, ProgressCallback, discover
+from service.knowledge import chunking, open_index
 from service.settings import Settings
-
-
-def open_index(settings: Settings) -> Index:
-    """The index the settings point at, with the bundled embedder."""
-    from ingest.embedder import Embedder
-
-    return Index(settings.index_location(), Embedder(threads=settings.torch_threads))
 
 
 @contextmanager
@@ -43,7 +37,7 @@ def run_ingest(
 ) -> IngestSummary:
     """Runs the ingestion job and prints its summary unless JSON was asked for."""
     options = IngestOptions(
-        chunking=settings.chunking(),
+        chunking=chunking(settings),
         max_file_bytes=settings.max_file_bytes,
         embed_batch_size=settings.embed_batch_size,
         flush_chunks=settings.ingest_flush_chunks,

@@ -66,7 +66,8 @@ def search(
 ) -> None:
     """Prints the passages closest to a question, with their scores."""
     from ingest.index import CollectionNotFound, IndexUnavailable, InvalidCollectionName
-    from service.cli.ingest import open_index, print_passages
+    from service.cli.ingest import print_passages
+    from service.knowledge import open_index
 
     if mode not in ("vector", "hybrid"):
         raise _fail("--mode must be vector or hybrid")

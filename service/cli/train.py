@@ -2,19 +2,59 @@
 
 from __future__ import annotations
 
-import hashlib
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from adapters.data import FINDING_KINDS
+from adapters.data import FINDING_KINDS, GateReport
 
 
 def _read_prompt(value: str | None) -> str | None:
     if value and value.startswith("@"):
         return Path(value[1:]).read_text(encoding="utf-8").strip()
     return value
+
+
+@contextmanager
+def _step_reporter() -> Iterator[Callable[[int, int, float], None]]:
+    """A progress bar on a terminal; a line every 10 steps otherwise (for logs and CI)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not Console(stderr=True).is_terminal:
+
+        def log(step: int, total: int, loss: float) -> None:
+            if step % 10 == 0 or step == total:
+                print(f"step {step}/{total} loss {loss:.4f}", file=sys.stderr, flush=True)
+
+        yield log
+        return
+    columns = (
+        TextColumn("training {task.fields[loss]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("train", total=None, loss="")
+        yield lambda step, total, loss: bar.update(
+            task, completed=step, total=total, loss=f"loss {loss:.3f}"
+        )
+
+
+def _report_gate(report: GateReport, allow: list[str]) -> None:
+    """Prints the gate's findings; exit 2 when one it was not allowed to pass is an error."""
+    from service.cli.common import fail
+
+    typer.echo(report.render(), err=True)
+    blocking = report.blocking(allow)
+    if blocking:
+        kinds = ", ".join(sorted({f.kind for f in blocking}))
+        raise fail(f"the data-quality gate refused the data ({kinds}); fix it or --allow KIND")
 
 
 def train(
@@ -42,8 +82,10 @@ def train(
     check_only: Annotated[bool, typer.Option(help="Run the gate and stop.")] = False,
 ) -> None:
     """Trains a LoRA adapter on DATA after the data-quality gate accepts it (exit 2 if not)."""
+    from adapters.data import gate_data
+    from adapters.registry import AdapterRegistry
+    from adapters.train import TrainingOptions, train_and_register
     from service.cli.common import fail, settings
-    from service.cli.training import gate_data, run_training
 
     unknown = sorted(set(allow or []) - set(FINDING_KINDS))
     if unknown:
@@ -52,28 +94,36 @@ def train(
         raise fail(f"no such file: {data}")
     config = settings()
     report = gate_data(
-        config, data, heldout, heldout_fraction, _read_prompt(system_prompt), max_tokens, seed
+        data,
+        heldout,
+        cache_dir=config.cache_dir,
+        heldout_fraction=heldout_fraction,
+        system_prompt=_read_prompt(system_prompt),
+        max_tokens=max_tokens,
+        seed=seed,
     )
-    typer.echo(report.render(), err=True)
-    blocking = report.blocking(allow or [])
-    if blocking:
-        kinds = ", ".join(sorted({f.kind for f in blocking}))
-        raise fail(f"the data-quality gate refused the data ({kinds}); fix it or --allow KIND")
+    _report_gate(report, allow or [])
     if check_only:
         typer.echo("the data-quality gate accepts the data")
         return
-    data_hash = hashlib.sha256(data.read_bytes()).hexdigest()
-    adapter = run_training(
-        config,
-        name,
-        report,
-        data,
-        data_hash,
+    options = TrainingOptions(
         rank=rank,
         epochs=epochs,
         max_steps=max_steps,
         batch_size=batch_size,
         learning_rate=learning_rate,
         seed=seed,
+        threads=max(1, config.torch_threads),
     )
+    registry = AdapterRegistry(config.adapters_root)
+    with _step_reporter() as on_step:
+        adapter = train_and_register(
+            registry,
+            name,
+            report,
+            data,
+            cache_dir=config.cache_dir,
+            options=options,
+            on_step=on_step,
+        )
     typer.echo(f"trained {adapter.ref} -> {adapter.path}")

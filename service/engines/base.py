@@ -1,31 +1,17 @@
-"""The engine protocol: what the router's plan is sent to."""
+"""The engine protocol: what the router's plan is sent to.
+
+ChatMessage and SamplingParams live in service.messages and are re-exported here for engines.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
+
+from service.messages import ChatMessage, SamplingParams
 
 FinishReason = Literal["stop", "length"]
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    """One message of the final prompt."""
-
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Sampling parameters after configuration defaults were applied."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 256
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,4 +76,18 @@ class Engine(Protocol):
 
     async def aclose(self) -> None:
         """Releases the engine's resources."""
+        ...
+
+
+@runtime_checkable
+class LoadsAdapters(Protocol):
+    """An engine that loads and unloads adapters while it serves (vLLM); one without this loads
+    its adapters at start-up."""
+
+    async def sync(self, names: Iterable[str]) -> list[str]:
+        """Loads every named adapter's newest version now; returns the refs loaded."""
+        ...
+
+    async def unload(self, ref: str) -> bool:
+        """Unloads one adapter version (once idle); True when it is gone now."""
         ...

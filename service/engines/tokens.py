@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.engines.base import ChatMessage
+from service.messages import ChatMessage
 
 
 class ChatTokenizer:

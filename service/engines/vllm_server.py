@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from adapters.identity import IdentityAdapterError, build_identity_adapter
 from adapters.registry import AdapterRegistry, RegistryError
 from service.engines.base import ChatMessage
 from service.engines.tokens import estimate_tokens
@@ -30,7 +31,6 @@ CRASHING_EXTRAS = ("torchvision", "torchaudio", "torchcodec", "triton")
 INSTALLED_MARKER = ".ladder-vllm-installed"
 SERVER_MODULE = "vllm.entrypoints.launchers.api_server.entry"
 IDENTITY_ADAPTER = "ladder-identity"
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 MIN_LORA_RANK = 16
 log = logging.getLogger("ladder.vllm")
@@ -117,32 +117,12 @@ def _run(command: list[str], what: str) -> None:
         raise VllmRuntimeError(f"installing vLLM failed at {what}: {' '.join(command)}")
 
 
-def build_identity_adapter(model_dir: Path, folder: Path) -> Path:
-    """A LoRA with every lora_B zero (a no-op) on all linear projections, built once."""
-    if (folder / "adapter_config.json").is_file():
-        return folder
-    import shutil
-
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    lora = LoraConfig(r=8, lora_alpha=16, target_modules=list(ALL_LINEAR), task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, lora)
-    lora_b = [v for k, v in peft_model.state_dict().items() if "lora_B" in k]
-    if not lora_b or any(bool(v.any()) for v in lora_b):
-        raise VllmRuntimeError("PEFT no longer initialises lora_B to zero: no identity adapter")
-    staging = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    peft_model.save_pretrained(str(staging))
-    os.replace(staging, folder)
-    return folder
-
-
 def identity_adapter(settings: Settings, model_dir: Path) -> tuple[str, str]:
     """The leak guard's zero adapter: (served name, folder), built on first use."""
-    folder = build_identity_adapter(model_dir, runtime_paths(settings).identity_dir)
+    try:
+        folder = build_identity_adapter(model_dir, runtime_paths(settings).identity_dir)
+    except IdentityAdapterError as error:
+        raise VllmRuntimeError(str(error)) from error
     return IDENTITY_ADAPTER, str(folder)
 
 

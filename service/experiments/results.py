@@ -43,8 +43,13 @@ def percentile(values: Sequence[float], share: float) -> float | None:
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
+def stored_score(score: float) -> float:
+    """A score as stored, on 0..1: a thumbs-down (-1) is 0, a thumbs-up (+1) is 1."""
+    return 0.0 if score == -1 else score
+
+
 def is_positive(score: float) -> bool:
-    """A score on 0..1 counts as positive feedback from 0.5 up."""
+    """A stored score counts as positive feedback from 0.5 up."""
     return score >= 0.5
 
 

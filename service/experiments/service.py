@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from evaluation.pricing import call_cost, hosted_prices
 from service.errors import StateUnavailable
 from service.experiments import repository, results, traffic
 from service.experiments import spec as specs
 from service.experiments.assignment import arm_for_bucket, bucket, bucket_bounds
+from service.experiments.protocol import FeedbackOut
 from service.experiments.repository import StoredExperiment
 from service.experiments.spec import ExperimentSpec, Status
-from service.experiments.store import Database
-from service.experiments.traffic import Exposure, Outcome
+from service.experiments.store import Database, migrate, open_database
+from service.experiments.traffic import ArmOutcome, Exposure
+from service.routing.live import LiveConfigs
+from service.settings import Settings
 
 log = logging.getLogger("ladder.experiments")
 Prices = Mapping[str, tuple[float, float]]
@@ -65,7 +68,7 @@ class _Decision:
 
 
 class ExperimentService:
-    """What the chat route, the feedback route, the admin API and the CLI call."""
+    """What the chat service, the feedback route, the admin API and the CLI call."""
 
     def __init__(
         self,
@@ -182,15 +185,13 @@ class ExperimentService:
     def cost(self, configuration: str, adapter: str | None, prompt: int, completion: int) -> float:
         """Dollars for the tokens: the configuration's own price, else base or fine-tuned."""
         key = configuration if configuration in self._prices else "adapter" if adapter else "base"
-        price_in, price_out = self._prices.get(key, (0.0, 0.0))
-        return (prompt * price_in + completion * price_out) / 1_000_000
+        return call_cost(prompt, completion, self._prices.get(key, (0.0, 0.0)))
 
-    def observe(self, response_id: str, experiment: str, outcome_of: Callable[[], Outcome]) -> None:
+    def observe(self, response_id: str, experiment: str, outcome: ArmOutcome) -> None:
         """Stores how a response ended, off the event loop (or inline when there is none)."""
         live = self._by_name.get(experiment)
         if live is None:
             return
-        outcome = outcome_of()
         write = (self.database, response_id, live.stored.id, outcome)
         try:
             loop = asyncio.get_running_loop()
@@ -206,14 +207,13 @@ class ExperimentService:
         if not future.cancelled() and future.exception() is not None:
             log.error("an outcome was not stored: %s", future.exception())
 
-    def feedback(self, response_id: str, score: float, comment: str | None) -> tuple[str, str]:
-        """Stores a score (-1 becomes 0); the experiment and arm it is counted for."""
-        normalized = 0.0 if score == -1 else score
-        experiment_id, arm = traffic.record_feedback(
-            self.database, response_id, normalized, comment
-        )
+    def feedback(self, response_id: str, score: float, comment: str | None) -> FeedbackOut:
+        """Stores a score (-1 becomes 0); where it is counted."""
+        stored = results.stored_score(score)
+        experiment_id, arm = traffic.record_feedback(self.database, response_id, stored, comment)
         names = {live.stored.id: name for name, live in self._by_name.items()}
-        return names.get(experiment_id) or str(experiment_id), arm
+        experiment = names.get(experiment_id) or str(experiment_id)
+        return FeedbackOut(response_id=response_id, experiment=experiment, arm=arm, score=stored)
 
     def experiments(self) -> list[StoredExperiment]:
         """Every experiment, freshly read."""
@@ -285,16 +285,14 @@ class ExperimentService:
         return results.results(self.database, self.find(name), self.min_samples)
 
 
-def outcome(
-    status: str, started: float, first_token: float | None, tokens: tuple[int, int], cost: float
-) -> Outcome:
-    """An Outcome from the chat service's timings (perf_counter seconds)."""
-    now = time.perf_counter()
-    return Outcome(
-        int(status),
-        (now - started) * 1000,
-        (first_token - started) * 1000 if first_token is not None else None,
-        tokens[0],
-        tokens[1],
-        cost,
+def open_experiments(settings: Settings, live: LiveConfigs) -> ExperimentService:
+    """Opens and migrates the database (Alembic `upgrade head`); does not start polling."""
+    database = open_database(settings.experiments_db_url, settings.db_busy_timeout_s)
+    migrate(database)
+    return ExperimentService(
+        database,
+        live.names,
+        settings.prices if settings.prices is not None else hosted_prices(),
+        min_samples=settings.experiment_min_samples,
+        refresh_s=settings.experiment_refresh_s,
     )

@@ -29,8 +29,8 @@ class Exposure:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """How a response served through an experiment ended."""
+class ArmOutcome:
+    """How a response served through an experiment ended, as its arm is measured."""
 
     status: int
     latency_ms: float
@@ -38,6 +38,20 @@ class Outcome:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
+
+    @classmethod
+    def since(
+        cls,
+        started: float,
+        status: int,
+        first_token: float | None = None,
+        tokens: tuple[int, int] = (0, 0),
+        cost_usd: float = 0.0,
+    ) -> ArmOutcome:
+        """An outcome ending now, from perf_counter seconds."""
+        now = time.perf_counter()
+        ttft_ms = (first_token - started) * 1000 if first_token is not None else None
+        return cls(status, (now - started) * 1000, ttft_ms, tokens[0], tokens[1], cost_usd)
 
 
 def _insert_assignment(database: Database, values: dict[str, Any]) -> Any:
@@ -98,7 +112,7 @@ def _latest(response_id: str, experiment_id: int | None = None) -> Select[int]:
 
 
 def record_outcome(
-    database: Database, response_id: str, experiment_id: int, outcome: Outcome
+    database: Database, response_id: str, experiment_id: int, outcome: ArmOutcome
 ) -> None:
     """Completes the latest exposure of that response with how it ended."""
     with database.write() as session:

@@ -14,8 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from service.errors import ConfigurationError
 
-DEFAULT_CONFIG = Path(__file__).parents[1] / "configurations.yaml"
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
-from ingest.index import RetrievedPassage
-from service.chat.protocol import ChatCompletionRequest
-from service.engines.base import ChatMessage, SamplingParams
 from service.errors import ContextTooLong, InvalidRequest
+from service.messages import ChatMessage, SamplingParams, SamplingRequest
 from service.routing.configs import Configuration, FewShotExample
 
 FENCE_OPEN = "<<<REFERENCE DATA"
@@ -27,6 +26,23 @@ CONTEXT_PREAMBLE = (
 TokenCounter = Callable[[Sequence[ChatMessage]], int]
 
 
+class Passage(Protocol):
+    """A retrieved passage as the plan places and reports it (ingest's RetrievedPassage is one)."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def chunk_id(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def heading_path(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Plan:
     """Everything the engine needs, and what the response reports."""
@@ -35,7 +51,7 @@ class Plan:
     messages: tuple[ChatMessage, ...]
     adapter: str | None
     sampling: SamplingParams
-    passages: tuple[RetrievedPassage, ...]
+    passages: tuple[Passage, ...]
     few_shot: tuple[FewShotExample, ...]
     layers: tuple[str, ...]
     prompt_tokens: int
@@ -43,27 +59,27 @@ class Plan:
     context_tokens: int = 0
 
 
-def retrieval_query(request: ChatCompletionRequest) -> str:
+def retrieval_query(conversation: Sequence[ChatMessage]) -> str:
     """The text retrieval searches for: the last user message."""
-    for message in reversed(request.messages):
+    for message in reversed(conversation):
         if message.role == "user":
-            return message.text()
+            return message.content
     raise InvalidRequest("the conversation needs a user message", param="messages")
 
 
-def sampling_for(request: ChatCompletionRequest, configuration: Configuration) -> SamplingParams:
+def sampling_for(asked: SamplingRequest, configuration: Configuration) -> SamplingParams:
     """The request's sampling values, with the configuration's defaults for what it left out."""
     defaults = configuration.generation
     return SamplingParams(
-        temperature=defaults.temperature if request.temperature is None else request.temperature,
-        top_p=defaults.top_p if request.top_p is None else request.top_p,
-        max_tokens=request.token_limit() or defaults.max_tokens,
-        stop=request.stop_list() or defaults.stop,
-        seed=request.seed,
+        temperature=defaults.temperature if asked.temperature is None else asked.temperature,
+        top_p=defaults.top_p if asked.top_p is None else asked.top_p,
+        max_tokens=asked.max_tokens or defaults.max_tokens,
+        stop=asked.stop or defaults.stop,
+        seed=asked.seed,
     )
 
 
-def context_block(passages: Sequence[RetrievedPassage]) -> str:
+def context_block(passages: Sequence[Passage]) -> str:
     """Numbered passages inside the reference-data fence."""
     entries = []
     for number, passage in enumerate(passages, start=1):
@@ -76,21 +92,17 @@ def context_block(passages: Sequence[RetrievedPassage]) -> str:
     return f"{CONTEXT_PREAMBLE}\n{FENCE_OPEN}\n{body}\n{FENCE_CLOSE}"
 
 
-def _conversation(request: ChatCompletionRequest) -> list[ChatMessage]:
-    messages = []
-    for message in request.messages:
-        role = "system" if message.role in ("system", "developer") else message.role
-        messages.append(ChatMessage(role, message.text()))  # type: ignore[arg-type]
-    if messages[-1].role != "user":
+def _conversation(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    if not messages or messages[-1].role != "user":
         raise InvalidRequest("the last message must come from the user", param="messages")
-    return messages
+    return list(messages)
 
 
 def _assemble(
     configuration: Configuration,
     conversation: Sequence[ChatMessage],
     few_shot: Sequence[FewShotExample],
-    passages: Sequence[RetrievedPassage],
+    passages: Sequence[Passage],
 ) -> tuple[ChatMessage, ...]:
     messages: list[ChatMessage] = []
     if configuration.system_prompt:
@@ -107,10 +119,10 @@ def _assemble(
 
 
 def _within_context_budget(
-    passages: Sequence[RetrievedPassage], budget: int, count: TokenCounter
-) -> list[RetrievedPassage]:
+    passages: Sequence[Passage], budget: int, count: TokenCounter
+) -> list[Passage]:
     """Best passages first, as many as fit the configured context budget."""
-    kept: list[RetrievedPassage] = []
+    kept: list[Passage] = []
     for passage in passages:
         if count([ChatMessage("user", context_block([*kept, passage]))]) > budget:
             break
@@ -119,18 +131,19 @@ def _within_context_budget(
 
 
 def plan(
-    request: ChatCompletionRequest,
+    conversation: Sequence[ChatMessage],
+    asked: SamplingRequest,
     configuration: Configuration,
-    passages: Sequence[RetrievedPassage],
+    passages: Sequence[Passage],
     count_tokens: TokenCounter,
     context_window: int,
 ) -> Plan:
     """Builds the final prompt within the model's window: context is trimmed first, then few-shot
     turns; the conversation never is, and one that cannot fit is refused."""
-    conversation = _conversation(request)
-    sampling = sampling_for(request, configuration)
+    conversation = _conversation(conversation)
+    sampling = sampling_for(asked, configuration)
     retrieval = configuration.retrieval
-    kept: list[RetrievedPassage] = []
+    kept: list[Passage] = []
     if retrieval is not None:
         relevant = [p for p in passages if p.score >= retrieval.min_score][: retrieval.k]
         kept = _within_context_budget(relevant, retrieval.max_context_tokens, count_tokens)

@@ -1,31 +1,42 @@
-"""SIGKILL of the ingestion job at 20 random moments, each followed by a re-run: the index ends
-exactly as a clean run leaves it (chunk ids, texts, metadata), with no duplicates and no orphans.
+"""SIGKILL of the ingestion job right after each of its writes to Chroma, then a re-run: the
+index ends exactly as a clean run leaves it (chunk ids, texts, metadata), no duplicate or stale
+chunk left.
 
-Half the runs start from an empty index, half from the index of an older version of the corpus
-(edited, renamed, deleted and added documents), so kills also land amid updates and deletions.
+The job kills itself after its Nth write (tests/support/ingest_worker.py), so each kill lands at a
+known point between two writes however loaded the machine is. Runs start from an empty index and
+from the index of an older version of the corpus (edited, renamed, deleted and added documents),
+so kills also land amid updates and deletions; one kill is of the real `ladder ingest` process.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import random
+import os
 import shutil
-import time
+import signal
+import subprocess
+import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
 
 import pytest
-from pytest_socket import socket_allow_hosts
 
 from ingest.chunking import content_hash
-from tests.support.ingest_worker import PRELOAD, Snapshot, ingest
-from tests.support.paths import CORPUS_DOCS
+from tests.support.ingest_worker import (
+    COLLECTION,
+    KILL_AFTER_WRITES,
+    OPTIONS_ENV,
+    PRELOAD,
+    Snapshot,
+    ingest,
+)
+from tests.support.paths import CORPUS_DOCS, REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.timeout(1200)
 
-TRIALS = 20
 VERSION_A = [
     "policies/warranty.md",
     "policies/returns.md",
@@ -33,48 +44,50 @@ VERSION_A = [
     "products/toaster-t2.md",
     "safety/recall-2025-k3-lid.html",
 ]
+RUN_TIMEOUT_S = 300
 
 
-@dataclass
+@dataclass(frozen=True)
 class Run:
-    """How a child run ended."""
+    """How a child run ended: its snapshot when it finished, how many writes it made."""
 
     snapshot: Snapshot | None
-    seconds: float
-    documents: int
-    first_write: float
+    writes: int
+    exitcode: int | None
 
 
-def run_job(context: ForkServerContext, root: Path, chroma: Path, kill_at: float | None) -> Run:
-    """Runs the job in a forked child; SIGKILLs it kill_at seconds after its index is open."""
+@dataclass(frozen=True)
+class CleanRuns:
+    """The corpus versions and what uninterrupted runs make of them."""
+
+    version_a: Path
+    version_b: Path
+    index_a: Path
+    fresh: Run
+    incremental: Run
+
+
+def run_job(context: ForkServerContext, root: Path, chroma: Path, kill_after: int = 0) -> Run:
+    """Runs the job in a forked child, which SIGKILLs itself after write kill_after (0: never)."""
     receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=ingest, args=(str(root), str(chroma), sender))
+    child = context.Process(target=ingest, args=(str(root), str(chroma), kill_after, sender))
     child.start()
     sender.close()
-    deadline = began = time.monotonic() + 120.0
-    snapshot, documents, first_write = None, 0, 0.0
-    while (left := deadline - time.monotonic()) > 0 and receiver.poll(left):
+    snapshot, writes = None, 0
+    while snapshot is None and receiver.poll(RUN_TIMEOUT_S):
         try:
             kind, payload = receiver.recv()
         except EOFError:
             break
-        if kind == "started":
-            began = time.monotonic()
-            deadline = began + (kill_at if kill_at is not None else 120.0)
-        elif kind == "done":
-            snapshot = payload
-            break
+        if kind == "write":
+            writes = payload
         else:
-            documents += 1
-            first_write = first_write or time.monotonic() - began
-    seconds = time.monotonic() - began
-    if kill_at is None:
-        child.join(60)  # a finished job is left to exit on its own
-    child.kill()
-    child.join(30)
+            snapshot = payload
+    child.join(RUN_TIMEOUT_S)
+    child.kill()  # only if it hangs: a finished or killed child is already gone
+    child.join()
     receiver.close()
-    assert kill_at is not None or snapshot is not None, f"the job ended with {child.exitcode}"
-    return Run(snapshot, seconds, documents, first_write)
+    return Run(snapshot, writes, child.exitcode)
 
 
 def make_versions(root: Path) -> tuple[Path, Path]:
@@ -106,38 +119,72 @@ def assert_whole(snapshot: Snapshot, corpus: Path) -> None:
     assert len(per_document) == sum(1 for path in corpus.rglob("*") if path.is_file())
 
 
-@pytest.fixture()
-def forkserver() -> ForkServerContext:
+@pytest.fixture(scope="module")
+def ingest_forkserver() -> ForkServerContext:
     """Children forked from a server that imported torch, chromadb and the pipeline once."""
-    # The forkserver is reached over a Unix socket; the network stays limited to loopback.
-    socket_allow_hosts(["127.0.0.1", "::1"], allow_unix_socket=True)
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     return context
 
 
-def test_ingest_killed_at_twenty_random_points_converges_to_the_clean_index(
-    tmp_path: Path, forkserver: ForkServerContext
-) -> None:
-    version_a, version_b = make_versions(tmp_path / "corpus")
-    assert run_job(forkserver, version_a, tmp_path / "clean-a", None).snapshot
-    fresh = run_job(forkserver, version_b, tmp_path / "clean-b", None)
-    assert fresh.snapshot is not None
+@pytest.fixture(scope="module")
+def clean(
+    tmp_path_factory: pytest.TempPathFactory, ingest_forkserver: ForkServerContext
+) -> CleanRuns:
+    """Version A indexed, B indexed from scratch, and B indexed over A: the last two agree."""
+    root = tmp_path_factory.mktemp("kill-points")
+    version_a, version_b = make_versions(root / "corpus")
+    assert run_job(ingest_forkserver, version_a, root / "clean-a").snapshot is not None
+    fresh = run_job(ingest_forkserver, version_b, root / "clean-b")
+    assert fresh.snapshot is not None, f"the clean run ended with {fresh.exitcode}"
     assert_whole(fresh.snapshot, version_b)
-    shutil.copytree(tmp_path / "clean-a", tmp_path / "a-to-b")
-    incremental = run_job(forkserver, version_b, tmp_path / "a-to-b", None)
+    shutil.copytree(root / "clean-a", root / "a-to-b")
+    incremental = run_job(ingest_forkserver, version_b, root / "a-to-b")
     assert incremental.snapshot == fresh.snapshot
-    chooser, cut_mid_run = random.Random(20), 0
-    for trial in range(TRIALS):
+    return CleanRuns(version_a, version_b, root / "clean-a", fresh, incremental)
+
+
+def cut_points(clean: CleanRuns) -> Iterator[tuple[str, Path | None, int]]:
+    """(start, index to start from, write to die after): every write of both runs but the last."""
+    for start, index, run in (
+        ("an empty index", None, clean.fresh),
+        ("the older version's index", clean.index_a, clean.incremental),
+    ):
+        for kill_after in range(1, run.writes):
+            yield start, index, kill_after
+
+
+def test_ingest_killed_after_any_write_converges_to_the_clean_index(
+    tmp_path: Path, ingest_forkserver: ForkServerContext, clean: CleanRuns
+) -> None:
+    assert clean.fresh.writes >= 5 and clean.incremental.writes >= 7, clean
+    for trial, (start, index, kill_after) in enumerate(cut_points(clean)):
         chroma = tmp_path / f"trial-{trial}"
-        if trial % 2:
-            shutil.copytree(tmp_path / "clean-a", chroma)
-        clean = incremental if trial % 2 else fresh
-        # A random moment of the write phase, which starts with the first flush's embedding.
-        kill_at = chooser.uniform(clean.first_write * 0.7, clean.seconds)
-        killed = run_job(forkserver, version_b, chroma, kill_at)
-        cut_mid_run += killed.snapshot is None and killed.documents > 0
-        rerun = run_job(forkserver, version_b, chroma, None)
-        assert rerun.snapshot == fresh.snapshot, f"trial {trial} killed after {killed}"
+        if index is not None:
+            shutil.copytree(index, chroma)
+        killed = run_job(ingest_forkserver, clean.version_b, chroma, kill_after)
+        where = f"from {start}, killed after write {kill_after}"
+        assert (killed.exitcode, killed.writes) == (-signal.SIGKILL, kill_after), where
+        rerun = run_job(ingest_forkserver, clean.version_b, chroma)
+        assert rerun.snapshot == clean.fresh.snapshot, where
         shutil.rmtree(chroma)
-    assert cut_mid_run >= TRIALS // 4, f"only {cut_mid_run} kills landed between writes"
+
+
+def test_a_killed_ladder_ingest_is_completed_by_the_next_run(
+    tmp_path: Path, ingest_forkserver: ForkServerContext, clean: CleanRuns
+) -> None:
+    kill_after = clean.fresh.writes // 2
+    env = {**os.environ, **OPTIONS_ENV, "LADDER_DATA_DIR": str(tmp_path)}
+    env[KILL_AFTER_WRITES] = str(kill_after)
+    command = [sys.executable, "-m", "tests.support.ingest_worker", "ingest"]
+    killed = subprocess.run(
+        [*command, str(clean.version_b), "--collection", COLLECTION],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    rerun = run_job(ingest_forkserver, clean.version_b, tmp_path / "chroma")
+    assert rerun.snapshot == clean.fresh.snapshot

@@ -1,4 +1,7 @@
-"""`ladder train` on a small slice: the adapter holds the triage format better than base."""
+"""`ladder train` on a small slice: the adapter holds the triage format better than base.
+
+The 30-step adapter is cached across sessions (tests/support/adapters.py); a 2-step run of the
+real command line is not, so every session trains through `ladder train` at least once."""
 
 from __future__ import annotations
 
@@ -8,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from adapters.registry import AdapterRegistry
 from evaluation.metrics import format_valid
 from evaluation.tasks import load_task
 from service.engines.base import ChatMessage, GenerationRequest, SamplingParams
 from service.engines.local import LocalEngine
-from tests.support.paths import REPO, TRIAGE_PROMPT_MINIMAL, TrainedAdapter
+from tests.support.adapters import ladder_train
+from tests.support.paths import REPO, TRIAGE_DIR, TRIAGE_PROMPT_MINIMAL, TrainedAdapter
 
 TASKS = REPO / "corpus" / "tasks"
 
@@ -35,6 +40,26 @@ def test_training_writes_adapter_and_manifest(trained: tuple[Path, dict]) -> Non
     assert len(manifest["training_data"]["sha256"]) == 64
     assert manifest["run"]["steps"] == 30 and manifest["run"]["epochs"][0]["validation_loss"] > 0
     assert manifest["training"]["seed"] == 0
+
+
+def test_ladder_train_trains_and_registers_uncached(tmp_path: Path, base_model_dir: Path) -> None:
+    rows = (TRIAGE_DIR / "train.jsonl").read_text().splitlines()[:16]
+    data = tmp_path / "slice.jsonl"
+    data.write_text("\n".join(rows) + "\n")
+    # fmt: off
+    result = ladder_train(
+        tmp_path, data, "--name", "tiny-run", "--max-steps", "2", "--batch-size", "4",
+        "--allow", "small", "--rank", "4", "--system-prompt", TRIAGE_PROMPT_MINIMAL,
+    )
+    # fmt: on
+    assert result.returncode == 0, result.stderr[-3000:]
+    adapter = AdapterRegistry(tmp_path / "adapters").resolve("tiny-run")
+    manifest = adapter.manifest()
+    assert (adapter.path / "adapter_model.safetensors").is_file()
+    assert manifest["rank"] == 4 and manifest["run"]["steps"] == 2
+    assert manifest["training_data"]["examples"] + manifest["training_data"][
+        "validation_examples"
+    ] == len(rows)
 
 
 def test_trained_adapter_holds_the_format_better_than_the_base_model(

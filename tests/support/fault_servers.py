@@ -1,5 +1,5 @@
-"""Servers the fault tests start, kill, stall and restart on the same port: a fake upstream
-process and a real `chroma run`."""
+"""Servers the fault tests start, kill, stall and restart on the same port: the fake upstream
+(tests/support/fake_upstream.py) as a process and a real `chroma run`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tests.support.paths import REPO
-from tests.support.processes import free_port, stop_process, wait_for_http
+from tests.support.processes import free_port, spawn, stop_process, wait_for_http
 
 
 def wait_for_port(port: int, timeout_s: float, process: subprocess.Popen[bytes]) -> None:
@@ -43,10 +43,7 @@ class ManagedServer:
         return f"http://127.0.0.1:{self.port}"
 
     def _spawn(self, command: list[str]) -> subprocess.Popen[bytes]:
-        with self.log.open("ab") as output:
-            self.process = subprocess.Popen(
-                command, stdout=output, stderr=subprocess.STDOUT, cwd=REPO
-            )
+        self.process = spawn(command, self.log, cwd=REPO)
         return self.process
 
     def kill(self) -> None:
@@ -74,13 +71,13 @@ class ManagedServer:
 
 
 class UpstreamProcess(ManagedServer):
-    """tests/fault_upstream.py in one of its modes."""
+    """tests/support/fake_upstream.py in one of its modes."""
 
     def start(self, mode: str = "ok", pieces: int = 3, delay: float = 0.0) -> None:
         """(Re)starts the upstream in a mode and waits until it listens."""
         self.kill()
         options = ["--mode", mode, "--pieces", str(pieces), "--delay", str(delay)]
-        command = [sys.executable, "-m", "tests.support.fault_upstream", "--port", str(self.port)]
+        command = [sys.executable, "-m", "tests.support.fake_upstream", "--port", str(self.port)]
         process = self._spawn([*command, *options])
         wait_for_port(self.port, 30, process)
 

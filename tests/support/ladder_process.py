@@ -1,5 +1,5 @@
-"""A real `ladder serve` process in front of a tiny fake OpenAI upstream, for crash and replica
-tests: the vllm engine talks HTTP to the fake, so the process starts fast and answers at once."""
+"""A real `ladder serve` process with the vllm engine pointed at an OpenAI-compatible upstream
+(usually tests/support/fake_upstream.py), so it starts fast and answers at once."""
 
 from __future__ import annotations
 
@@ -10,45 +10,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from fastapi import FastAPI
 
 from tests.support.experiments import ADMIN_TOKEN, CONFIG
+from tests.support.fake_upstream import fake_upstream
 from tests.support.models import models_cache_dir
-from tests.support.processes import free_port, stop_process, wait_for_http
+from tests.support.processes import free_port, spawn, stop_process, wait_for_http
 
-
-def fake_upstream() -> FastAPI:
-    """Answers chat completions with a fixed text, lists one model, reports healthy."""
-    upstream = FastAPI()
-
-    @upstream.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @upstream.get("/v1/models")
-    def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": "base", "object": "model"}]}
-
-    @upstream.post("/v1/chat/completions")
-    def complete(body: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "id": "upstream",
-            "object": "chat.completion",
-            "created": 0,
-            "model": body.get("model", "base"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "ok"},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8},
-        }
-
-    return upstream
+__all__ = ["LadderProcess", "fake_upstream", "ladder_env", "ladder_serve", "vllm_engine_env"]
 
 
 @dataclass
@@ -64,41 +32,40 @@ class LadderProcess:
         self.process.wait(timeout=10)
 
 
-def ladder_env(workdir: Path, upstream: str, db_url: str | None) -> dict[str, str]:
-    """The environment of a ladder process using the vllm engine against the fake upstream."""
+def vllm_engine_env(workdir: Path, upstream: str, configurations: str) -> dict[str, str]:
+    """The environment of a ladder process using the vllm engine against `upstream`."""
     config = workdir / "configs.yaml"
-    config.write_text(CONFIG)
-    env = {
+    config.write_text(configurations)
+    return {
         **os.environ,
         "LADDER_ENGINE": "vllm",
         "LADDER_VLLM_URL": upstream,
+        # The fake upstream has no LoRA endpoints; the guard is measured in bench/vllm_lora.py.
         "LADDER_VLLM_LEAK_GUARD": "false",
         "LADDER_DATA_DIR": str(workdir / "data"),
         "LADDER_CACHE_DIR": str(models_cache_dir()),
         "LADDER_CONFIG": str(config),
-        "LADDER_ADMIN_TOKEN": ADMIN_TOKEN,
-        "LADDER_EXPERIMENT_REFRESH_S": "0.2",
     }
+
+
+def ladder_env(workdir: Path, upstream: str, db_url: str | None) -> dict[str, str]:
+    """The experiment tests' environment: their configurations, an admin token, fast refresh."""
+    env = vllm_engine_env(workdir, upstream, CONFIG)
+    env |= {"LADDER_ADMIN_TOKEN": ADMIN_TOKEN, "LADDER_EXPERIMENT_REFRESH_S": "0.2"}
     if db_url is not None:
         env["LADDER_DB_URL"] = db_url
     return env
 
 
 @contextmanager
-def ladder_serve(env: dict[str, str], log: Path) -> Iterator[LadderProcess]:
-    """Starts `ladder serve` on a free port and stops it (by PID) afterwards."""
+def ladder_serve(env: dict[str, str], log: Path, probe: str = "/health") -> Iterator[LadderProcess]:
+    """Starts `ladder serve` on a free port, waits for `probe`, and stops it by PID afterwards."""
     port = free_port()
     ladder = Path(sys.executable).parent / "ladder"
-    with log.open("ab") as output:
-        process = subprocess.Popen(
-            [str(ladder), "serve", "--port", str(port)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    process = spawn([str(ladder), "serve", "--port", str(port)], log, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{base}/health", 240, process)
+        wait_for_http(f"{base}{probe}", 240, process, log)
         yield LadderProcess(process, base)
     finally:
         stop_process(process)

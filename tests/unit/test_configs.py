@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from service.errors import ConfigurationError
-from service.routing.configs import DEFAULT_CONFIG, load_configurations
+from service.routing.configs import load_configurations
+from service.settings import DEFAULT_CONFIG
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -1,4 +1,4 @@
-"""The evaluation's metrics, recommendation rule, leakage refusal and resumption."""
+"""The evaluation's metrics, recommendation rule, leakage check, cost and resumption."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from adapters.data import load_examples
 from evaluation import metrics
-from evaluation.evaluate import ExampleResult, Journal, Reply, evaluate
+from evaluation.backends import Reply
+from evaluation.journal import ExampleResult, Journal
+from evaluation.leakage import training_prompts
 from evaluation.metrics import Interval
+from evaluation.pricing import call_cost
 from evaluation.report import ConfigurationSummary, Target, recommend
-from evaluation.runner import Outcome
+from evaluation.runner import EvaluationOutcome, evaluate
 from evaluation.tasks import EvalExample, Task
 
 SCHEMA = {
@@ -165,8 +169,10 @@ def test_when_none_meets_the_target_the_failure_is_named() -> None:
 def test_saved_results_render_the_same_report_again(tmp_path: Path) -> None:
     lora = summary("lora", 0.85, 0.02, "a")
     lora.forgetting = {"general_before": 1.0, "general_after": 0.4, "delta": -0.6}
-    outcome = Outcome.build("t", "behaviour", TARGET, [summary("prompt", 0.2, 0.01), lora], "k")
-    again = Outcome.from_dict(json.loads(json.dumps(outcome.as_dict())))
+    outcome = EvaluationOutcome.build(
+        "t", "behaviour", TARGET, [summary("prompt", 0.2, 0.01), lora], "k"
+    )
+    again = EvaluationOutcome.from_dict(json.loads(json.dumps(outcome.as_dict())))
     assert again.text() == outcome.text()
     assert "general 1.00 → 0.40 (-0.60)" in again.text()
     again.write(tmp_path, None)
@@ -192,6 +198,9 @@ class CountingBackend:
             raise KeyboardInterrupt("killed")
         self.calls += 1
         return Reply(messages[-1]["content"], 10, 2, 0, 0, 0.01)
+
+    def close(self) -> None:
+        pass
 
 
 def small_task() -> Task:
@@ -227,3 +236,24 @@ def test_journal_lines_are_whole_results(tmp_path: Path) -> None:
         "reply": {"text": "x"},
         "scores": {"m": 1.0},
     }
+
+
+def test_a_heldout_example_is_found_in_training_data_despite_case_and_spacing(
+    tmp_path: Path,
+) -> None:
+    messages = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "  ANSWER \t\n 3 "},
+        {"role": "assistant", "content": "3"},
+    ]
+    training = tmp_path / "train.jsonl"
+    training.write_text(json.dumps({"messages": messages}) + "\n")
+    heldout = small_task().examples[3]
+    assert training_prompts(training) == {heldout.prompt_key}
+    trained, _ = load_examples(training)
+    assert trained[0].prompt_key == heldout.prompt_key
+
+
+def test_a_call_costs_its_tokens_at_the_price_per_million() -> None:
+    assert call_cost(2_000, 500, (0.15, 0.60)) == pytest.approx(0.0006)
+    assert call_cost(0, 0, (1.0, 1.0)) == 0.0

@@ -142,6 +142,25 @@ def test_outcomes_per_arm_count_requests_errors_tokens_cost_and_ttft(
     assert found["cost_usd"] == pytest.approx(cost)
 
 
+def test_a_request_refused_before_generation_is_an_error_of_its_arm_and_in_the_metrics(
+    client: TestClient, engine: ScriptedEngine
+) -> None:
+    arm = ask(client, "bob").json()["ladder"]["arm"]
+    too_long = {
+        "model": "support",
+        "user": "bob",
+        "max_tokens": 100_000,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    assert client.post("/v1/chat/completions", json=too_long).status_code == 413
+    found = next(a for a in results(client)["arms"] if a["arm"] == arm)
+    assert (found["requests"], found["errors"]) == (2, 1)
+    assert len(engine.history) == 1, "the refused request never reached the engine"
+    metrics = client.get("/metrics").text
+    refused = 'ladder_requests_total{adapter="none",configuration="support",status="413"} 1.0'
+    assert refused in metrics
+
+
 def test_sample_ratio_mismatch_warns_on_a_skewed_split_and_blocks_a_winner(
     client: TestClient,
 ) -> None:

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from ingest.index import RetrievedPassage
+from ingest.passage import RetrievedPassage
 from service.chat.protocol import ChatCompletionRequest
-from service.engines.base import ChatMessage
 from service.engines.tokens import estimate_tokens
 from service.errors import ContextTooLong, InvalidRequest
+from service.messages import ChatMessage
+from service.routing import plan as routing
 from service.routing.configs import Configuration, FewShot, FewShotExample, Generation, Retrieval
-from service.routing.plan import FENCE_CLOSE, FENCE_OPEN, plan
+from service.routing.plan import FENCE_CLOSE, FENCE_OPEN, Plan
 
 EXAMPLES = (FewShotExample(user="u1", assistant="a1"), FewShotExample(user="u2", assistant="a2"))
+
+
+def plan(body: ChatCompletionRequest, *rest: Any) -> Plan:
+    """The router's plan for a wire request, as the serving layer asks for it."""
+    return routing.plan(body.conversation(), body.sampling_request(), *rest)
 
 
 def request(*turns: tuple[str, str], **fields: object) -> ChatCompletionRequest:

@@ -66,7 +66,9 @@ def new_marker_adapter(tmp_path_factory: pytest.TempPathFactory, base_model_dir:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, marker_adapter: Path) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, marker_adapter: Path, vllm_installed: None
+) -> Iterator[Stack]:
     """vLLM started by the runtime with `marker` and `swap` registered, and ladder serving it."""
     data = tmp_path_factory.mktemp("vllm-served")
     (data / "configs.yaml").write_text(CONFIG)

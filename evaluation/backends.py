@@ -1,16 +1,38 @@
-"""How the evaluation reaches the service: the app in process, or a running server over HTTP."""
+"""How the evaluation reaches the service: the Backend protocol and chat completions over HTTP."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import httpx
 
-from evaluation.evaluate import Reply
-from service.routing.configs import Configuration
-from service.settings import Settings
+
+@dataclass(frozen=True)
+class Reply:
+    """One answer from the service, with what it cost."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    few_shot_tokens: int
+    context_tokens: int
+    latency_s: float
+    sources: tuple[str, ...] = ()
+
+
+class Backend(Protocol):
+    """Sends a conversation to a configuration: in process or over HTTP."""
+
+    def chat(self, configuration: str, messages: Sequence[dict[str, str]], seed: int) -> Reply:
+        """One chat completion."""
+        ...
+
+    def close(self) -> None:
+        """Releases the app or the connections."""
+        ...
 
 
 def _reply(body: Mapping[str, Any], latency_s: float) -> Reply:
@@ -27,8 +49,8 @@ def _reply(body: Mapping[str, Any], latency_s: float) -> Reply:
     )
 
 
-class _PostingBackend:
-    """Posts chat completions with greedy decoding and the run's seed."""
+class HttpBackend:
+    """Posts chat completions (greedy, the run's seed) through a server's or an app's client."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
@@ -51,32 +73,10 @@ class _PostingBackend:
         return {m["id"]: (m.get("metadata") or {}).get("adapter") for m in models}
 
     def close(self) -> None:
-        """Stops the app or closes the connection pool."""
-        close = getattr(self._client, "__exit__", None)
-        if close is not None:
-            close(None, None, None)
-        else:
-            self._client.close()
+        """Stops an app in process (its lifespan ends) or closes the connection pool."""
+        self._client.__exit__(None, None, None)
 
 
-def in_process(
-    settings: Settings,
-    extra: Mapping[str, Configuration] | None = None,
-    serve_only: Collection[str] | None = None,
-) -> _PostingBackend:
-    """The service's own app, lifespan and all, without a socket, serving `serve_only`."""
-    from fastapi.testclient import TestClient
-
-    from service.api.app import create_app
-
-    client = TestClient(
-        create_app(settings, extra_configurations=extra, serve_only=serve_only),
-        raise_server_exceptions=True,
-    )
-    client.__enter__()
-    return _PostingBackend(client)
-
-
-def over_http(url: str, timeout_s: float = 600.0) -> _PostingBackend:
+def over_http(url: str, timeout_s: float = 600.0) -> HttpBackend:
     """A running ladder server."""
-    return _PostingBackend(httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s))
+    return HttpBackend(httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s))
