@@ -53,8 +53,14 @@ run: install
 	$(VENV)/bin/ladder serve
 
 # Every test: unit, integration, then real vLLM (its venv installs in the background meanwhile).
+# What the tests build and never change (the converted model, trained test adapters keyed by a
+# hash of the training code, the tiny second model, vLLM's venv) lives in a cache outside the
+# clone, as pip's does, so a fresh clone on a machine that ran the suite skips rebuilding it.
+TEST_CACHE ?= $(HOME)/.cache/ladder-tests
 test: install system-deps
-	$(PY) -m pytest
+	LADDER_TEST_CACHE=$${LADDER_TEST_CACHE:-$(TEST_CACHE)} \
+	LADDER_VLLM_VENV=$${LADDER_VLLM_VENV:-$(TEST_CACHE)/venv-vllm} \
+	$(PY) -m pytest --durations=25
 
 # The fast tier for the edit loop: no model, adapter, server or vLLM (tests/conftest.py marks
 # those `slow` from the fixtures they use), then lint and types.

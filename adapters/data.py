@@ -244,13 +244,16 @@ def gate_data(
     data: Path,
     heldout: Path | None,
     *,
-    cache_dir: Path,
+    model_dir: Path,
     heldout_fraction: float,
     system_prompt: str | None,
     max_tokens: int,
     seed: int,
 ) -> GateReport:
-    """Loads training and held-out data (else splits data) and runs every check of the gate."""
+    """Loads training and held-out data (else splits data) and runs every check of the gate;
+    lengths are counted with the tokenizer and chat template of the base model in model_dir."""
+    from transformers import AutoTokenizer
+
     train, findings = load_examples(data)
     if heldout is not None:
         held, held_findings = load_examples(heldout)
@@ -258,7 +261,7 @@ def gate_data(
     else:
         train, held = split_heldout(train, heldout_fraction, seed)
     train, held = _with_system(train, system_prompt), _with_system(held, system_prompt)
-    tokenizer = _tokenizer(cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
 
     def count(example: Example) -> int:
         ids = tokenizer.apply_chat_template(
@@ -269,11 +272,3 @@ def gate_data(
     report = check(train, held, count, max_tokens)
     report.findings[:0] = findings
     return report
-
-
-def _tokenizer(cache_dir: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    from adapters.base_model import prepare_base_model
-
-    return AutoTokenizer.from_pretrained(str(prepare_base_model(cache_dir)))

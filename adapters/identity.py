@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from adapters.lora import ALL_LINEAR
+from adapters.base_model import default_target_modules
 
 
 class IdentityAdapterError(RuntimeError):
@@ -13,7 +13,7 @@ class IdentityAdapterError(RuntimeError):
 
 
 def build_identity_adapter(model_dir: Path, folder: Path) -> Path:
-    """A LoRA with every lora_B zero (a no-op) on all linear projections, built once."""
+    """A LoRA with every lora_B zero (a no-op) on the model's linear layers, built once."""
     if (folder / "adapter_config.json").is_file():
         return folder
     import shutil
@@ -23,7 +23,8 @@ def build_identity_adapter(model_dir: Path, folder: Path) -> Path:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    lora = LoraConfig(r=8, lora_alpha=16, target_modules=list(ALL_LINEAR), task_type="CAUSAL_LM")
+    targets = list(default_target_modules(model_dir))
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=targets, task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, lora)
     lora_b = [v for k, v in peft_model.state_dict().items() if "lora_B" in k]
     if not lora_b or any(bool(v.any()) for v in lora_b):

@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from adapters.base_model import BaseModel
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MANIFEST = "manifest.json"
 ADAPTER_FILES = ("adapter_config.json",)
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+_MAX_HEADER = 100_000_000  # safetensors' own limit on a header
 
 
 class RegistryError(ValueError):
@@ -84,15 +89,25 @@ class AdapterRegistry:
             raise RegistryError(f"adapter {name!r} has no version {chosen}")
         return AdapterVersion(name, chosen, self.root / name / str(chosen))
 
-    def register(self, name: str, source: Path, manifest: dict[str, Any]) -> AdapterVersion:
-        """Copies a PEFT adapter folder in as the name's next version."""
+    def register(
+        self,
+        name: str,
+        source: Path,
+        manifest: dict[str, Any],
+        *,
+        base: BaseModel | None = None,
+    ) -> AdapterVersion:
+        """Copies a PEFT adapter folder in as the name's next version; with base, the manifest
+        records that base model's name and fingerprint (what `check_fits` compares)."""
         parse_ref(name)
         config = read_adapter_config(source)
+        fitted = {} if base is None else {"base_fingerprint": base.fingerprint.as_dict()}
         manifest = {
             "rank": config.get("r"),
             "alpha": config.get("lora_alpha"),
             "target_modules": sorted(config.get("target_modules") or []),
-            "base_model": config.get("base_model_name_or_path"),
+            "base_model": config.get("base_model_name_or_path") if base is None else base.source,
+            **fitted,
             **manifest,
         }
         version = (self.versions(name) or [0])[-1] + 1
@@ -151,22 +166,91 @@ def read_adapter_config(folder: Path) -> dict[str, Any]:
     return dict(config)
 
 
+def fits(manifest: dict[str, Any], base: BaseModel) -> bool:
+    """Whether an adapter's manifest says it was trained on this base model: by fingerprint when
+    it records one, else (adapters registered before fingerprints) by the base model's name."""
+    recorded = manifest.get("base_fingerprint")
+    if isinstance(recorded, dict):
+        return recorded.get("files_sha256") == base.fingerprint.files_sha256
+    claimed = str(manifest.get("base_model") or "")
+    return _model_name(claimed) == _model_name(base.source)
+
+
+def check_fits(adapter: AdapterVersion, base: BaseModel) -> None:
+    """A RegistryError naming both models when the adapter was trained on another base model."""
+    manifest = adapter.manifest()
+    if not fits(manifest, base):
+        trained_on = manifest.get("base_model") or "an unnamed model"
+        recorded = manifest.get("base_fingerprint")
+        if isinstance(recorded, dict):
+            trained_on = f"{trained_on} ({str(recorded.get('files_sha256', ''))[:12]})"
+        raise RegistryError(
+            f"adapter {adapter.ref} was trained on {trained_on}, but the base model is"
+            f" {base.source} ({base.fingerprint.files_sha256[:12]})"
+        )
+
+
+def _model_name(source: str) -> str:
+    return source.rstrip("/").split("/")[-1].lower()
+
+
 def validate_foreign(
-    folder: Path, base_model: str, max_rank: int, known_modules: set[str]
+    folder: Path, base: BaseModel, max_rank: int, linear: Mapping[str, tuple[int, int]]
 ) -> dict[str, Any]:
-    """Checks an adapter made elsewhere fits the served base model and the server's limits."""
+    """Checks an adapter made elsewhere fits the configured base model (its name, the modules it
+    targets, the shapes of its weights; linear: the base's layers, from `linear_modules`) and the
+    server's rank limit. Every refusal names both models."""
     config = read_adapter_config(folder)
     claimed = str(config.get("base_model_name_or_path") or "")
-    if claimed.rstrip("/").split("/")[-1].lower() != base_model.split("/")[-1].lower():
-        raise RegistryError(
-            f"adapter was trained on {claimed or 'an unnamed model'!r}, but the base model is"
-            f" {base_model!r}"
-        )
+    mismatch = f"adapter was trained on {claimed or 'an unnamed model'!r}, but the base model is"
+    mismatch += f" {base.describe()}"
+    if _model_name(claimed) != _model_name(base.source):
+        raise RegistryError(mismatch)
     rank = int(config.get("r") or 0)
     if not 0 < rank <= max_rank:
         raise RegistryError(f"adapter rank {rank} is outside 1..{max_rank} (the server's max)")
     targets = config.get("target_modules") or []
-    unknown = sorted(set(targets) - known_modules) if isinstance(targets, list) else []
+    unknown = sorted(set(targets) - set(linear)) if isinstance(targets, list) else []
     if unknown:
-        raise RegistryError(f"adapter targets modules the base model lacks: {unknown}")
+        raise RegistryError(f"{mismatch}: it targets modules the base lacks: {unknown}")
+    wrong = _misfit_weights(folder / WEIGHT_FILES[0], linear)
+    if wrong:
+        raise RegistryError(f"{mismatch}: its weights do not fit the base's layers ({wrong})")
     return config
+
+
+def _misfit_weights(weights: Path, linear: Mapping[str, tuple[int, int]]) -> str:
+    """The first LoRA weight whose shape disagrees with the base's layer, described ('' when all
+    fit). lora_A is (rank, in features), lora_B (out features, rank); the safetensors header says,
+    so no tensor is read. A .bin adapter (no header to read) is not checked."""
+    if not weights.is_file():
+        return ""
+    for key, shape in _safetensors_shapes(weights).items():
+        module, _, kind = key.rpartition(".lora_")
+        layer = linear.get(module.rsplit(".", 1)[-1])
+        if layer is None or len(shape) != 2:
+            continue
+        if kind.startswith("A.") and shape[1] != layer[0]:
+            return f"{key} reads {shape[1]} features, the base's layer {layer[0]}"
+        if kind.startswith("B.") and shape[0] != layer[1]:
+            return f"{key} writes {shape[0]} features, the base's layer {layer[1]}"
+    return ""
+
+
+def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor shapes from a safetensors file's header: an 8-byte length, then JSON."""
+    with path.open("rb") as file:
+        size = int.from_bytes(file.read(8), "little")
+        if not 0 < size <= _MAX_HEADER:
+            raise RegistryError(f"{path} is not a safetensors file")
+        try:
+            header = json.loads(file.read(size))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RegistryError(f"{path} is not a safetensors file: {error}") from error
+    if not isinstance(header, dict):
+        raise RegistryError(f"{path} is not a safetensors file")
+    return {
+        key: list(entry.get("shape") or [])
+        for key, entry in header.items()
+        if key != "__metadata__" and isinstance(entry, dict)
+    }

@@ -1,7 +1,9 @@
-"""LoRA training with PEFT: the gate's examples in, an adapter in the registry out.
+"""LoRA training with PEFT on the configured base model: the gate's examples in, an adapter in
+the registry out.
 
-Only the assistant's final answer and its end token are learned (the end token is the pad token
-too, so it must stay in the labels or the adapter never learns to stop).
+Only the assistant's final answer and the chat template's own close of that turn are learned: the
+end-of-turn token must be in the labels or the adapter never learns to stop, and it is not always
+the tokenizer's eos or pad token (which padding masks anyway).
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from adapters.base_model import BASE_MODEL_ID, prepare_base_model
 from adapters.data import Example, GateReport, split_heldout
-from adapters.lora import ALL_LINEAR
+from adapters.lora import choose_target_modules
 from adapters.registry import AdapterRegistry, AdapterVersion
+
+if TYPE_CHECKING:
+    from adapters.base_model import BaseModel
 
 Rows = Sequence[tuple[list[int], list[int]]]
 StepCallback = Callable[[int, int, float], None]
@@ -27,12 +31,13 @@ StepCallback = Callable[[int, int, float], None]
 
 @dataclass(frozen=True)
 class TrainingOptions:
-    """LoRA and optimiser settings; recorded in the adapter's manifest."""
+    """LoRA and optimiser settings; recorded in the adapter's manifest. No target modules means
+    every linear layer of the base model but its output head."""
 
     rank: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: tuple[str, ...] = ALL_LINEAR
+    target_modules: tuple[str, ...] = ()
     learning_rate: float = 1e-3
     batch_size: int = 8
     epochs: int = 2
@@ -66,19 +71,38 @@ class TrainingRun:
         return asdict(self)
 
 
+class ChatTemplateError(ValueError):
+    """A chat template whose rendering does not show which tokens are the answer."""
+
+
 def encode_example(tokenizer: Any, example: Example) -> tuple[list[int], list[int]]:
-    """Token ids and labels: the prompt is masked, the answer and its end token are learned."""
-    prompt = list(
-        tokenizer.apply_chat_template(
-            list(example.messages[:-1]),
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=False,
-        )
+    """Token ids and labels: the prompt is masked; the answer and what the chat template closes
+    the turn with are learned. The template renders the conversation without the answer (ready
+    for the assistant) and with it; the answer's part is what the second adds to the first."""
+    prompt_text = tokenizer.apply_chat_template(
+        list(example.messages[:-1]), add_generation_prompt=True, tokenize=False
     )
-    eos = int(tokenizer.eos_token_id)
-    answer = [*tokenizer.encode(example.answer, add_special_tokens=False), eos]
-    return prompt + answer, [-100] * len(prompt) + answer
+    full_text = tokenizer.apply_chat_template(list(example.messages), tokenize=False)
+    if not full_text.startswith(prompt_text):
+        raise ChatTemplateError(
+            "the base model's chat template renders the earlier turns differently once the answer"
+            " is added, so the answer's tokens cannot be told from the prompt's"
+        )
+    # What follows the end-of-turn (a newline before the next turn) is never generated.
+    completion_text = full_text[len(prompt_text) :].rstrip()
+    prompt = list(tokenizer.encode(prompt_text, add_special_tokens=False))
+    completion = list(tokenizer.encode(completion_text, add_special_tokens=False))
+    if completion_text.endswith(example.answer.strip()):  # the template closes no turn
+        completion.append(int(tokenizer.eos_token_id))
+    return prompt + completion, [-100] * len(prompt) + completion
+
+
+def _pad_id(tokenizer: Any) -> int:
+    """Any id serves (padding is masked out of attention and labels); the tokenizer's own first."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
 
 
 def _batch(rows: Rows, pad: int, device: str) -> dict[str, Any]:
@@ -117,25 +141,28 @@ def _trainable_state(model: Any) -> dict[str, Any]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _lora_model(base_model_dir: Path, options: TrainingOptions, device: str) -> tuple[Any, Any]:
+def _lora_model(base: BaseModel, options: TrainingOptions, device: str) -> tuple[Any, Any]:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
-    model: Any = AutoModelForCausalLM.from_pretrained(str(base_model_dir), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(base.folder))
+    model: Any = AutoModelForCausalLM.from_pretrained(str(base.folder), dtype=torch.float32)
     config = LoraConfig(
         r=options.rank,
         lora_alpha=options.alpha,
         lora_dropout=options.dropout,
-        target_modules=list(options.target_modules),
+        target_modules=list(choose_target_modules(base.folder, options.target_modules)),
         task_type="CAUSAL_LM",
     )
-    return tokenizer, get_peft_model(model.to(device), config)
+    peft_model = get_peft_model(model.to(device), config)
+    # The adapter names the base as ladder was told it, not the prepared folder.
+    peft_model.peft_config["default"].base_model_name_or_path = base.source
+    return tokenizer, peft_model
 
 
 def train_adapter(
-    base_model_dir: Path,
+    base: BaseModel,
     train: Sequence[Example],
     validation: Sequence[Example],
     out_dir: Path,
@@ -148,13 +175,12 @@ def train_adapter(
     torch.manual_seed(options.seed)
     torch.set_num_threads(options.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer, model = _lora_model(base_model_dir, options, device)
-    pad = int(tokenizer.eos_token_id)
+    tokenizer, model = _lora_model(base, options, device)
+    pad = _pad_id(tokenizer)
     rows = [encode_example(tokenizer, e) for e in train]
     held = [encode_example(tokenizer, e) for e in validation]
     started = time.monotonic()
     run = _fit(model, rows, held, pad, device, options, on_step)
-    model.peft_config["default"].base_model_name_or_path = BASE_MODEL_ID
     model.save_pretrained(str(out_dir))
     run.seconds = round(time.monotonic() - started, 1)
     return run
@@ -233,19 +259,22 @@ def train_and_register(
     report: GateReport,
     data: Path,
     *,
-    cache_dir: Path,
+    base: BaseModel,
     options: TrainingOptions,
     on_step: StepCallback | None = None,
 ) -> AdapterVersion:
-    """Trains on the gate's training examples (a validation slice held back) and registers it."""
+    """Trains on the gate's training examples (a validation slice held back) and registers it
+    with the base model's name and fingerprint."""
     data_hash = hashlib.sha256(data.read_bytes()).hexdigest()
+    options = replace(
+        options, target_modules=choose_target_modules(base.folder, options.target_modules)
+    )
     fit, validation = split_heldout(report.train, 0.1, options.seed)
     registry.root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=registry.root, prefix=".training-") as scratch:
-        model_dir, folder = prepare_base_model(cache_dir), Path(scratch) / "adapter"
-        run = train_adapter(model_dir, fit, validation, folder, options, on_step)
+        folder = Path(scratch) / "adapter"
+        run = train_adapter(base, fit, validation, folder, options, on_step)
         manifest = {
-            "base_model": BASE_MODEL_ID,
             "training_data": {
                 "path": str(data.resolve()),
                 "sha256": data_hash,
@@ -257,4 +286,4 @@ def train_and_register(
             "run": run.as_dict(),
             "source": "ladder train",
         }
-        return registry.register(name, folder, manifest)
+        return registry.register(name, folder, manifest, base=base)

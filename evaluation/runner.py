@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from adapters.base_model import BaseModelUnavailable, resolve_base_model
 from adapters.registry import AdapterRegistry, RegistryError
 from evaluation import metrics
 from evaluation.backends import Backend, Reply, over_http
@@ -123,6 +124,7 @@ class EvaluationOutcome:
     recommendation: Recommendation
     metric_names: list[str]
     key: str
+    base_model: dict[str, Any] | None = None  # source and fingerprint; None: a remote server's
 
     @classmethod
     def build(
@@ -132,25 +134,35 @@ class EvaluationOutcome:
         target: Target,
         summaries: list[ConfigurationSummary],
         key: str,
+        base_model: dict[str, Any] | None = None,
     ) -> EvaluationOutcome:
         """Orders the metrics (the target's first) and applies the ladder's rule."""
         names = sorted({m for s in summaries for m in s.metrics})
         primary = [target.metric] if target.metric in names else []
         ordered = primary + [m for m in names if m not in primary]
         recommendation = recommend(summaries, target, kind)
-        return cls(task_name, kind, target, summaries, recommendation, ordered, key)
+        return cls(task_name, kind, target, summaries, recommendation, ordered, key, base_model)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvaluationOutcome:
         """Saved --json results, the rule applied anew (to re-render a report)."""
         summaries = [ConfigurationSummary.from_dict(row) for row in data["configurations"]]
         target = Target.parse(data["target"])
-        return cls.build(data["task"], data["kind"], target, summaries, data["run"])
+        return cls.build(
+            data["task"], data["kind"], target, summaries, data["run"], data.get("base_model")
+        )
 
     def text(self) -> str:
-        """The Markdown table and the recommendation."""
+        """The Markdown table and the recommendation (and the base model, when known)."""
         table = markdown_table(self.summaries, self.metric_names)
-        return f"{table}\n\nrecommendation: {self.recommendation.reason}"
+        text = f"{table}\n\nrecommendation: {self.recommendation.reason}"
+        if self.base_model:
+            fingerprint = self.base_model["fingerprint"]
+            text += (
+                f"\n\nbase model: {self.base_model['source']} ({fingerprint['architecture']},"
+                f" {fingerprint['files_sha256'][:12]})"
+            )
+        return text
 
     def write(self, folder: Path, as_json: Path | None) -> None:
         """Writes report.md, chart.png and, when asked, the JSON results."""
@@ -175,6 +187,7 @@ class EvaluationOutcome:
             "kind": self.kind,
             "target": str(self.target),
             "run": self.key,
+            "base_model": self.base_model,
             "configurations": [s.as_dict() for s in self.summaries],
             "recommendation": {
                 "chosen": self.recommendation.chosen,
@@ -224,6 +237,7 @@ class EvalRun:
         self.probes: list[str] = []
         self.general: Task | None = None
         self.general_examples: list[EvalExample] = []
+        self.base_model: dict[str, Any] | None = None
 
     def connect(self, url: str) -> None:
         """Evaluates a running server's rungs (no forgetting check); TaskError if refused."""
@@ -236,7 +250,17 @@ class EvalRun:
         loaded = load_configurations(self.settings.config, self.registry.names(), None)
         configs = loaded.configurations
         known = {name: config.adapter for name, config in configs.items()}
-        definitions = {n: configs[n].model_dump_json() for n in self.chosen if n in known}
+        try:
+            base = resolve_base_model(self.settings.base_model, self.settings.cache_dir)
+        except BaseModelUnavailable as error:
+            raise TaskError(str(error)) from error
+        self.base_model = {"source": base.source, "fingerprint": base.fingerprint.as_dict()}
+        # Results on another base model are another run: its fingerprint joins the run's key.
+        definitions = {
+            n: configs[n].model_dump_json() + base.fingerprint.files_sha256
+            for n in self.chosen
+            if n in known
+        }
         probes: dict[str, Configuration] = {}
         if general is not None:
             probes = forgetting_probes(configs, self.chosen, general)
@@ -299,7 +323,7 @@ class EvalRun:
         if self.general is not None and len(self.probes) > 1:
             self._measure_forgetting(summaries, prices)
         return EvaluationOutcome.build(
-            self.task.name, self.task.kind, self.target, summaries, self.key
+            self.task.name, self.task.kind, self.target, summaries, self.key, self.base_model
         )
 
     def _measure_forgetting(

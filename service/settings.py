@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     cache_dir_override: Path | None = Field(
         None, alias="LADDER_CACHE_DIR", description="Converted models; default DATA_DIR/cache."
     )
+    base_model: str | None = Field(
+        None,
+        description="The base model: a model folder, a .gguf file or a hub id (offline: only one"
+        " already in the local Hugging Face cache); the bundled SmolLM2-135M-Instruct when unset.",
+    )
     config: Path = Field(DEFAULT_CONFIG, description="The configurations YAML file.")
     adapters_dir: Path | None = Field(None, description="LoRA registry; default DATA_DIR/adapters.")
     max_lora_rank: int = Field(64, ge=1, le=512, description="Largest LoRA rank accepted.")
@@ -95,7 +100,12 @@ class Settings(BaseSettings):
     )
 
     max_queue: int = Field(8, ge=1, le=1024, description="Local engine: requests waiting at most.")
-    context_window: int = Field(2048, ge=256, description="Prompt plus completion tokens at most.")
+    context_window: int | None = Field(
+        None,
+        ge=256,
+        description="Prompt plus completion tokens at most; the base model's own window when"
+        " unset, and never more than it.",
+    )
     max_tokens_ceiling: int = Field(1024, ge=1, description="Largest max_tokens a request may ask.")
     max_messages: int = Field(64, ge=1, description="Messages a request may carry.")
     max_message_chars: int = Field(32_000, ge=1, description="Characters in one message.")

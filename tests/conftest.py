@@ -41,7 +41,9 @@ SLOW_FIXTURES = frozenset(
     }
 )
 # ...or when its module calls one of these starters directly, without a fixture.
-SLOW_STARTERS = frozenset({"ladder_serve", "ChromaServer", "LocalEngine", "prepare_base_model"})
+SLOW_STARTERS = frozenset(
+    {"ladder_serve", "ladder_train", "ChromaServer", "LocalEngine", "prepare_base_model"}
+)
 # Timeouts beyond pyproject's `timeout` (the fast tier's): pytest-timeout counts fixture set-up,
 # so the first test to ask for a model, an adapter or vLLM pays for converting, training or
 # installing it when no cache holds it yet.

@@ -20,7 +20,7 @@ from service.api.state import ServiceState
 from service.chat.metrics import Metrics
 from service.chat.serving import ChatService, chat_limits
 from service.engines.base import Engine
-from service.engines.factory import build_engine
+from service.engines.factory import build_engine, load_base_model, model_window
 from service.experiments.service import open_experiments
 from service.knowledge import open_index_or_none
 from service.routing.configs import ConfigSet, Configuration, load_configurations
@@ -80,13 +80,18 @@ async def _start(
     chosen_index = index if index is not None else open_index_or_none(settings)
     live = _live_configs(settings, chosen_index, registry, extra, serve_only)
     experiments = open_experiments(settings, live)
-    chosen_engine = engine or build_engine(settings, _adapter_refs(live.get()), registry)
+    window = None
+    if engine is None:
+        base = load_base_model(settings)
+        window = model_window(settings, base)
+        engine = build_engine(settings, _adapter_refs(live.get()), registry, base)
+    chosen_engine = engine
     chat_service = ChatService(
         live.get,
         chosen_engine,
         chosen_index,
         Metrics(),
-        chat_limits(settings),
+        chat_limits(settings, window),
         experiments=experiments,
         debug_prompts=settings.debug_prompts,
     )

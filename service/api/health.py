@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol, runtime_checkable
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from service.api.deps import StateDep
 from service.api.state import ServiceState
+from service.engines.base import Engine
 
 router = APIRouter()
+
+
+@runtime_checkable
+class ExplainsReadiness(Protocol):
+    """An engine that can say why it is not ready (vLLM down, or serving another model)."""
+
+    async def unready_reason(self) -> str | None:
+        """None when the engine can take requests, else why not."""
+        ...
 
 
 @router.get("/health")
@@ -21,21 +32,32 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(state: StateDep) -> JSONResponse:
-    """The engine and the index can take requests (503 while either cannot)."""
-    engine = await state.chat.engine.ready()
-    index = state.index is not None and await _index_answers(state)
-    status = 200 if engine and index else 503
-    return JSONResponse({"ready": status == 200, "engine": engine, "index": index}, status)
+    """The engine and the index can take requests (503 while either cannot, with the reason)."""
+    engine = await _engine_problem(state.chat.engine)
+    index = await _index_problem(state)
+    problems = [problem for problem in (engine, index) if problem]
+    body: dict[str, object] = {"ready": not problems, "engine": not engine, "index": not index}
+    if problems:
+        body["reason"] = "; ".join(problems)
+    return JSONResponse(body, 503 if problems else 200)
 
 
-async def _index_answers(state: ServiceState) -> bool:
+async def _engine_problem(engine: Engine) -> str | None:
+    if isinstance(engine, ExplainsReadiness):
+        return await engine.unready_reason()
+    return None if await engine.ready() else f"the {engine.name} engine is not ready"
+
+
+async def _index_problem(state: ServiceState) -> str | None:
     """The index's heartbeat, bounded by the retrieval timeout (a stalled Chroma is down)."""
-    assert state.index is not None
+    if state.index is None:
+        return "no index is open"
     try:
         beat = asyncio.to_thread(state.index.heartbeat)
-        return await asyncio.wait_for(beat, state.settings.retrieval_timeout_s)
+        answers = await asyncio.wait_for(beat, state.settings.retrieval_timeout_s)
     except TimeoutError:
-        return False
+        answers = False
+    return None if answers else "the index does not answer"
 
 
 @router.get("/metrics")

@@ -49,14 +49,18 @@ class ChatLimits:
     retrieval_timeout_s: float = 5.0
 
 
-def chat_limits(settings: Settings) -> ChatLimits:
-    """The request limits from the settings."""
+DEFAULT_CONTEXT_WINDOW = 2048
+
+
+def chat_limits(settings: Settings, context_window: int | None = None) -> ChatLimits:
+    """The request limits from the settings; context_window is the base model's resolved window
+    (an engine handed in by a test has none: LADDER_CONTEXT_WINDOW, else 2048)."""
     return ChatLimits(
         max_messages=settings.max_messages,
         max_message_chars=settings.max_message_chars,
         max_total_chars=settings.max_total_chars,
         max_tokens_ceiling=settings.max_tokens_ceiling,
-        context_window=settings.context_window,
+        context_window=context_window or settings.context_window or DEFAULT_CONTEXT_WINDOW,
         retrieval_timeout_s=settings.retrieval_timeout_s,
     )
 

@@ -57,17 +57,20 @@ def register(
     name: Annotated[str, typer.Argument(help="Adapter name ([a-z0-9._-]).")],
     path: Annotated[Path, typer.Argument(help="A PEFT LoRA folder made elsewhere.")],
 ) -> None:
-    """Validates a foreign PEFT adapter against the base model and registers it."""
-    from adapters.base_model import BASE_MODEL_ID, known_linear_modules
+    """Validates a foreign PEFT adapter against the configured base model and registers it."""
+    from adapters.base_model import BaseModelUnavailable, linear_modules, resolve_base_model
     from adapters.registry import RegistryError, validate_foreign
     from service.cli.common import fail, settings
 
+    config = settings()
     try:
-        validate_foreign(path, BASE_MODEL_ID, settings().max_lora_rank, known_linear_modules())
-        adapter = _registry().register(name, path, {"source": "registered", "origin": str(path)})
-    except RegistryError as error:
+        base = resolve_base_model(config.base_model, config.cache_dir)
+        validate_foreign(path, base, config.max_lora_rank, linear_modules(base.folder))
+        origin = {"source": "registered", "origin": str(path)}
+        adapter = _registry().register(name, path, origin, base=base)
+    except (BaseModelUnavailable, RegistryError) as error:
         raise fail(str(error)) from None
-    typer.echo(f"registered {adapter.ref}")
+    typer.echo(f"registered {adapter.ref} for {base.source}")
 
 
 @app.command()

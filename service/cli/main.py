@@ -12,10 +12,12 @@ import typer
 from service.cli import ab as ab_commands
 from service.cli import adapters as adapters_commands
 from service.cli import evaluate as evaluate_command
+from service.cli import models as models_commands
 from service.cli import train as train_command
 from service.cli import vllm as vllm_commands
 from service.cli.common import fail as _fail
 from service.cli.common import settings as _settings
+from service.settings import Settings
 
 app = typer.Typer(help="ladder: a chat service built as a ladder of layers.", no_args_is_help=True)
 
@@ -82,27 +84,13 @@ def search(
     print_passages(passages)
 
 
-models_app = typer.Typer(help="The base model.", no_args_is_help=True)
-app.add_typer(models_app, name="models")
+app.add_typer(models_commands.app, name="models")
 app.add_typer(adapters_commands.app, name="adapters")
 app.add_typer(vllm_commands.app, name="vllm")
 app.add_typer(ab_commands.app, name="ab")
 app.command("train")(train_command.train)
 app.command("eval")(evaluate_command.eval_command)
 app.command("eval-report")(evaluate_command.eval_report_command)
-
-
-@models_app.command("prepare")
-def models_prepare() -> None:
-    """Converts the bundled SmolLM2 GGUF once into the cache (idempotent)."""
-    from adapters.base_model import BaseModelUnavailable, prepare_base_model
-
-    settings = _settings()
-    try:
-        folder = prepare_base_model(settings.cache_dir, progress=typer.echo)
-    except BaseModelUnavailable as error:
-        raise _fail(str(error)) from None
-    typer.echo(f"base model ready: {folder}")
 
 
 def _ready_banner(host: str, port: int) -> str:
@@ -142,6 +130,7 @@ def serve(
         os.environ["LADDER_PORT"] = str(port)
     if settings.engine == "local" and settings.workers > 1:
         raise _fail("the local engine runs in one process: LADDER_WORKERS must be 1")
+    _check_base_model(settings)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -156,6 +145,20 @@ def serve(
         access_log=settings.access_log,
         timeout_graceful_shutdown=10,
     )
+
+
+def _check_base_model(settings: Settings) -> None:
+    """Prepares the base model before the server starts (a GGUF converts here, with progress),
+    so a bad LADDER_BASE_MODEL or LADDER_CONTEXT_WINDOW is a one-line error, not a traceback."""
+    from service.engines.factory import load_base_model, model_window
+    from service.errors import ConfigurationError
+
+    try:
+        base = load_base_model(settings, progress=typer.echo)
+        model_window(settings, base)
+    except ConfigurationError as error:
+        raise _fail(str(error)) from None
+    typer.echo(f"base model: {base.describe()}")
 
 
 def main() -> None:

@@ -6,11 +6,15 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from adapters.data import FINDING_KINDS, GateReport
+
+if TYPE_CHECKING:
+    from adapters.base_model import BaseModel
+    from service.settings import Settings
 
 
 def _read_prompt(value: str | None) -> str | None:
@@ -28,7 +32,7 @@ def _step_reporter() -> Iterator[Callable[[int, int, float], None]]:
     if not Console(stderr=True).is_terminal:
 
         def log(step: int, total: int, loss: float) -> None:
-            if step % 10 == 0 or step == total:
+            if step == 1 or step % 10 == 0 or step == total:
                 print(f"step {step}/{total} loss {loss:.4f}", file=sys.stderr, flush=True)
 
         yield log
@@ -57,6 +61,25 @@ def _report_gate(report: GateReport, allow: list[str]) -> None:
         raise fail(f"the data-quality gate refused the data ({kinds}); fix it or --allow KIND")
 
 
+def _base_and_targets(config: Settings, requested: str | None) -> tuple[BaseModel, tuple[str, ...]]:
+    """The configured base model and the LoRA's target modules on it, or a one-line exit 2."""
+    from adapters.base_model import BaseModelUnavailable, resolve_base_model
+    from adapters.lora import UnknownTargetModules, choose_target_modules
+    from service.cli.common import fail
+
+    try:
+        base = resolve_base_model(
+            config.base_model, config.cache_dir, lambda line: typer.echo(line, err=True)
+        )
+    except BaseModelUnavailable as error:
+        raise fail(str(error)) from None
+    names = tuple(name.strip() for name in (requested or "").split(",") if name.strip())
+    try:
+        return base, choose_target_modules(base.folder, names)
+    except UnknownTargetModules as error:
+        raise fail(f"--target-modules: {base.source}: {error}") from None
+
+
 def train(
     data: Annotated[
         Path, typer.Argument(help="Chat-format JSONL: one {'messages': [...]} a line.")
@@ -74,6 +97,10 @@ def train(
     ] = None,
     max_tokens: Annotated[int, typer.Option(help="Longest example, in tokens.")] = 512,
     rank: Annotated[int, typer.Option(min=1, max=256)] = 16,
+    target_modules: Annotated[
+        str | None,
+        typer.Option(help="Layers the LoRA adapts, e.g. q_proj,v_proj; default: every linear one."),
+    ] = None,
     epochs: Annotated[int, typer.Option(min=1, max=50)] = 2,
     max_steps: Annotated[int | None, typer.Option(min=1)] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 8,
@@ -84,7 +111,7 @@ def train(
     """Trains a LoRA adapter on DATA after the data-quality gate accepts it (exit 2 if not)."""
     from adapters.data import gate_data
     from adapters.registry import AdapterRegistry
-    from adapters.train import TrainingOptions, train_and_register
+    from adapters.train import ChatTemplateError, TrainingOptions, train_and_register
     from service.cli.common import fail, settings
 
     unknown = sorted(set(allow or []) - set(FINDING_KINDS))
@@ -93,10 +120,11 @@ def train(
     if not data.is_file():
         raise fail(f"no such file: {data}")
     config = settings()
+    base, targets = _base_and_targets(config, target_modules)
     report = gate_data(
         data,
         heldout,
-        cache_dir=config.cache_dir,
+        model_dir=base.folder,
         heldout_fraction=heldout_fraction,
         system_prompt=_read_prompt(system_prompt),
         max_tokens=max_tokens,
@@ -108,6 +136,7 @@ def train(
         return
     options = TrainingOptions(
         rank=rank,
+        target_modules=targets,
         epochs=epochs,
         max_steps=max_steps,
         batch_size=batch_size,
@@ -116,14 +145,11 @@ def train(
         threads=max(1, config.torch_threads),
     )
     registry = AdapterRegistry(config.adapters_root)
-    with _step_reporter() as on_step:
-        adapter = train_and_register(
-            registry,
-            name,
-            report,
-            data,
-            cache_dir=config.cache_dir,
-            options=options,
-            on_step=on_step,
-        )
-    typer.echo(f"trained {adapter.ref} -> {adapter.path}")
+    try:
+        with _step_reporter() as on_step:
+            adapter = train_and_register(
+                registry, name, report, data, base=base, options=options, on_step=on_step
+            )
+    except ChatTemplateError as error:
+        raise fail(f"{base.source}: {error}") from None
+    typer.echo(f"trained {adapter.ref} on {base.source} -> {adapter.path}")

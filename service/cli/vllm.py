@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from service.cli.common import fail
 from service.cli.common import settings as _settings
 
 app = typer.Typer(help="A local vLLM server with the registry's adapters.", no_args_is_help=True)
@@ -11,7 +12,9 @@ app = typer.Typer(help="A local vLLM server with the registry's adapters.", no_a
 
 @app.command()
 def up() -> None:
-    """Installs vLLM into its own venv if needed, starts it and waits until it is healthy."""
+    """Serves LADDER_BASE_MODEL (its window as --max-model-len) with the adapters trained on it,
+    installing vLLM into its own venv first if needed; waits until it is healthy. A bad model,
+    window or adapter is a one-line error before anything is installed or started."""
     from adapters.base_model import BaseModelUnavailable
     from adapters.registry import RegistryError
     from service.engines.vllm_server import VllmRuntimeError, start
@@ -19,8 +22,7 @@ def up() -> None:
     try:
         server = start(_settings(), typer.echo)
     except (VllmRuntimeError, BaseModelUnavailable, RegistryError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(str(error), code=1) from None
     typer.echo(f"vLLM running: PID {server.pid}, {server.url}")
 
 

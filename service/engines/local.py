@@ -15,12 +15,12 @@ from typing import Any
 from service.engines.base import (
     ChatMessage,
     Completion,
-    FinishReason,
     GenerationRequest,
     SamplingParams,
     TextDelta,
     Usage,
 )
+from service.engines.decoding import TokenDecoder, end_token_ids
 from service.errors import (
     ConfigurationError,
     ContextTooLong,
@@ -33,72 +33,6 @@ from service.errors import (
 )
 
 Delivery = Callable[[TextDelta | LadderError], None]
-
-
-class StopStringScanner:
-    """Finds stop strings in generated text and what text may be emitted safely."""
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self._stops = tuple(stop for stop in stops if stop)
-
-    def first_stop(self, text: str) -> int | None:
-        """The index where the earliest stop string begins, or None."""
-        found = [index for stop in self._stops if (index := text.find(stop)) >= 0]
-        return min(found) if found else None
-
-    def safe_end(self, text: str) -> int:
-        """The end of the prefix of text that cannot turn into the start of a stop string."""
-        held = 0
-        for stop in self._stops:
-            for length in range(min(len(stop) - 1, len(text)), held, -1):
-                if text.endswith(stop[:length]):
-                    held = length
-                    break
-        return len(text) - held
-
-
-class TokenDecoder:
-    """Turns generated token ids, one at a time, into text pieces safe to stream."""
-
-    def __init__(
-        self, decode: Callable[[list[int]], str], eos_ids: frozenset[int], stops: tuple[str, ...]
-    ) -> None:
-        self._decode = decode
-        self._eos_ids = eos_ids
-        self._scanner = StopStringScanner(stops)
-        self._token_ids: list[int] = []
-        self._emitted = 0
-        self.text = ""
-        self.generated_tokens = 0
-        self.finish_reason: FinishReason | None = None
-
-    def add(self, token_id: int) -> str:
-        """Takes one generated token; returns the newly emittable text."""
-        if self.finish_reason is not None:
-            return ""
-        self.generated_tokens += 1
-        if token_id in self._eos_ids:
-            self.finish_reason = "stop"
-            return ""
-        self._token_ids.append(token_id)
-        self.text = self._decode(self._token_ids)
-        # A trailing U+FFFD is a multi-byte character that the next token completes.
-        stable = self.text.rstrip("\ufffd")
-        stop_at = self._scanner.first_stop(stable)
-        if stop_at is not None:
-            self.text = stable[:stop_at]
-            self.finish_reason = "stop"
-            return ""
-        return self._emit_until(self._scanner.safe_end(stable))
-
-    def remainder(self) -> str:
-        """The text not emitted yet, once generation has ended."""
-        return self._emit_until(len(self.text))
-
-    def _emit_until(self, end: int) -> str:
-        piece = self.text[self._emitted : end] if end > self._emitted else ""
-        self._emitted = max(self._emitted, end)
-        return piece
 
 
 @dataclass(eq=False)
@@ -174,7 +108,7 @@ class LocalEngine:
         self._context_window = int(AutoConfig.from_pretrained(model_dir).max_position_embeddings)
         self._tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self._tokenizer_lock = threading.Lock()
-        self._eos_ids = frozenset({self._tokenizer.eos_token_id})
+        self._eos_ids = end_token_ids(model_dir, self._tokenizer.eos_token_id)
         self._jobs: set[_Job] = set()
         self._jobs_lock = threading.Lock()
         self._mean_job_s = 1.0
@@ -315,7 +249,7 @@ class LocalEngine:
             loaded.model.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
-                generation_config=_generation_config(job, self._tokenizer.eos_token_id),
+                generation_config=_generation_config(job, self._eos_ids),
                 streamer=sink,
                 stopping_criteria=StoppingCriteriaList([sink]),
             )
@@ -372,7 +306,7 @@ def _adapter_selected(loaded: _LoadedModel, adapter: str | None) -> Iterator[Non
         yield
 
 
-def _generation_config(job: _Job, eos_token_id: int) -> Any:
+def _generation_config(job: _Job, eos_ids: frozenset[int]) -> Any:
     """Maps sampling parameters to transformers; temperature 0 means greedy."""
     from transformers import GenerationConfig
 
@@ -384,9 +318,10 @@ def _generation_config(job: _Job, eos_token_id: int) -> Any:
         top_p=None if greedy else job.sampling.top_p,
         # transformers fills an unset top_k with 50; OpenAI's sampling has no top-k.
         top_k=None if greedy else 0,
-        # SmolLM2's pad and end token are both <|im_end|>; padding never happens at batch size 1.
-        eos_token_id=eos_token_id,
-        pad_token_id=eos_token_id,
+        # Every end token the model declares (SmolLM2: <|im_end|>; others end a turn with a token
+        # other than eos); padding never happens at batch size 1.
+        eos_token_id=sorted(eos_ids),
+        pad_token_id=min(eos_ids),
     )
 
 

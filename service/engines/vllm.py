@@ -6,8 +6,9 @@ import asyncio
 import json
 import logging
 from collections import Counter, defaultdict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -83,6 +84,32 @@ def _status_error(response: httpx.Response) -> LadderError:
 
 Resolver = Callable[[str], tuple[str, str]]
 """An adapter ref (`name` or `name@version`) -> (its exact `name@version`, its folder)."""
+
+
+@dataclass(frozen=True)
+class ExpectedModel:
+    """The base model ladder is configured for: its source, prepared folder and window."""
+
+    source: str
+    folder: str
+    window: int
+
+    def mismatch(self, served: Mapping[str, Any] | None, name: str) -> str | None:
+        """Why vLLM's /v1/models entry for the served name is not this model, or None. A field
+        vLLM leaves out is not compared; a longer vLLM window is fine (ladder budgets within it)."""
+        if served is None:
+            return f"vLLM serves no model named {name!r}"
+        root, length = served.get("root"), served.get("max_model_len")
+        names = {self.source.rstrip("/"), self.folder.rstrip("/")}
+        if (root is None or str(root).rstrip("/") in names) and (
+            not isinstance(length, int) or length >= self.window
+        ):
+            return None
+        configured = self.source if self.source == self.folder else f"{self.source} ({self.folder})"
+        return (
+            f"vLLM serves {root} with max_model_len {length}, ladder is configured for"
+            f" {configured} with window {self.window}"
+        )
 
 
 class AdapterSlots:
@@ -184,6 +211,7 @@ class VllmEngine:
     With a resolver, adapters are loaded into vLLM on first use and follow the registry: a bare name
     means its newest version at request time. With a base adapter (the leak guard), base requests go
     through that zero adapter, so vLLM never batches them as adapter-less next to LoRA requests.
+    With an expected model, the engine is not ready while vLLM serves another one.
     """
 
     name = "vllm"
@@ -200,11 +228,14 @@ class VllmEngine:
         transport: httpx.AsyncBaseTransport | None = None,
         resolver: Resolver | None = None,
         base_adapter: tuple[str, str] | None = None,
+        expected_model: ExpectedModel | None = None,
     ) -> None:
         self.model = model
         self._count = count_tokens
         self._resolver = resolver
         self._base_adapter = base_adapter
+        self._expected = expected_model
+        self._model_matched = False
         timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=64)
         self.client = httpx.AsyncClient(
@@ -321,12 +352,37 @@ class VllmEngine:
         return self._count(messages)
 
     async def ready(self) -> bool:
-        """True when vLLM's /health answers 200."""
+        """True when vLLM's /health answers 200 and it serves the expected model."""
+        return await self.unready_reason() is None
+
+    async def unready_reason(self) -> str | None:
+        """Why vLLM cannot take requests now, or None. A served model that matched is not asked
+        again until /health fails (a restart may bring another model)."""
         try:
             response = await self.client.get("/health", timeout=2.0)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+        except httpx.HTTPError as error:
+            self._model_matched = False
+            return f"vLLM cannot be reached: {type(error).__name__} {error}".rstrip()
+        if response.status_code != 200:
+            self._model_matched = False
+            return f"vLLM's /health answered {response.status_code}"
+        if self._expected is None or self._model_matched:
+            return None
+        reason = await self._served_model_mismatch(self._expected)
+        self._model_matched = reason is None
+        return reason
+
+    async def _served_model_mismatch(self, expected: ExpectedModel) -> str | None:
+        """Compares vLLM's /v1/models entry for the served name with the expected model."""
+        try:
+            response = await self.client.get("/v1/models", timeout=2.0)
+            listed = response.json().get("data") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError) as error:
+            return f"vLLM's /v1/models could not be read: {type(error).__name__} {error}".rstrip()
+        if not isinstance(listed, list):
+            return f"vLLM's /v1/models answered {response.status_code} without a model list"
+        served = [m for m in listed if isinstance(m, dict) and m.get("id") == self.model]
+        return expected.mismatch(served[0] if served else None, self.model)
 
     async def aclose(self) -> None:
         """Closes the pooled client."""

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import httpx
 
+from adapters.base_model import BaseModel, context_window, resolve_base_model
 from adapters.identity import IdentityAdapterError, build_identity_adapter
-from adapters.registry import AdapterRegistry, RegistryError
+from adapters.registry import AdapterRegistry, RegistryError, check_fits
 from service.engines.base import ChatMessage
+from service.engines.factory import model_window
 from service.engines.tokens import estimate_tokens
-from service.engines.vllm import Resolver, VllmEngine
+from service.engines.vllm import ExpectedModel, Resolver, VllmEngine
 from service.errors import ConfigurationError, NotFound
 from service.settings import Settings
 
@@ -117,10 +119,12 @@ def _run(command: list[str], what: str) -> None:
         raise VllmRuntimeError(f"installing vLLM failed at {what}: {' '.join(command)}")
 
 
-def identity_adapter(settings: Settings, model_dir: Path) -> tuple[str, str]:
-    """The leak guard's zero adapter: (served name, folder), built on first use."""
+def identity_adapter(settings: Settings, base: BaseModel) -> tuple[str, str]:
+    """The leak guard's zero adapter for this base model: (served name, folder), built on first
+    use, one folder per base model's fingerprint."""
+    folder = runtime_paths(settings).identity_dir / base.fingerprint.files_sha256[:16]
     try:
-        folder = build_identity_adapter(model_dir, runtime_paths(settings).identity_dir)
+        folder = build_identity_adapter(base.folder, folder)
     except IdentityAdapterError as error:
         raise VllmRuntimeError(str(error)) from error
     return IDENTITY_ADAPTER, str(folder)
@@ -132,24 +136,36 @@ def lora_rank(folder: Path) -> int:
     return int(config.get("r") or 8)
 
 
-def registry_modules(registry: AdapterRegistry) -> dict[str, Path]:
-    """`name@version` -> folder of every adapter's newest version."""
-    newest = (registry.resolve(name) for name in registry.names())
-    return {version.ref: version.path for version in newest}
+def registry_modules(
+    registry: AdapterRegistry, base: BaseModel, progress: Progress | None = None
+) -> dict[str, Path]:
+    """`name@version` -> folder of every adapter's newest version trained on this base model
+    (the others are named and left out: vLLM would refuse or misapply them)."""
+    modules = {}
+    for version in (registry.resolve(name) for name in registry.names()):
+        try:
+            check_fits(version, base)
+        except RegistryError as error:
+            if progress is not None:
+                progress(f"leaving out {version.ref}: {error}")
+            continue
+        modules[version.ref] = version.path
+    return modules
 
 
-def server_command(settings: Settings, model_dir: Path, modules: dict[str, Path]) -> list[str]:
+def server_command(settings: Settings, base: BaseModel, modules: dict[str, Path]) -> list[str]:
     """vLLM's OpenAI server command line for the base model and these adapters."""
     ranks = [lora_rank(path) for path in modules.values()]
     needed = max([MIN_LORA_RANK, *ranks])
     rank = next((r for r in LORA_RANKS if r >= needed), LORA_RANKS[-1])
     command = [
         str(runtime_paths(settings).python),
-        *("-m", SERVER_MODULE, "--model", str(model_dir)),
+        *("-m", SERVER_MODULE, "--model", str(base.folder)),
         *("--served-model-name", settings.vllm_model),
         *("--host", "127.0.0.1", "--port", str(settings.vllm_port)),
         *("--enable-lora", "--max-loras", str(settings.vllm_max_loras)),
-        *("--max-lora-rank", str(rank), "--max-model-len", str(settings.context_window)),
+        *("--max-lora-rank", str(rank)),
+        *("--max-model-len", str(context_window(base, settings.context_window))),
         *("--dtype", settings.vllm_dtype),
     ]
     if modules:
@@ -174,21 +190,21 @@ def server_environment(settings: Settings) -> dict[str, str]:
 
 
 def start(settings: Settings, progress: Progress) -> ServerStatus:
-    """Installs if needed, then starts vLLM in the background and waits until it is healthy."""
-    from adapters.base_model import prepare_base_model
-
+    """Starts vLLM in the background on the configured base model and waits until it is healthy;
+    bad input (the model, its window, an adapter) stops it before vLLM is installed or started."""
     paths = runtime_paths(settings)
     current = status(settings)
     if current.running:
         raise VllmRuntimeError(f"vLLM already runs as PID {current.pid} ({current.url})")
-    install(paths, progress)
-    model_dir = prepare_base_model(settings.cache_dir, progress)
-    modules = registry_modules(AdapterRegistry(settings.adapters_root))
+    base = resolve_base_model(settings.base_model, settings.cache_dir, progress)
+    context_window(base, settings.context_window)  # before anything is built or installed
+    modules = registry_modules(AdapterRegistry(settings.adapters_root), base, progress)
     if settings.vllm_leak_guard:
-        name, folder = identity_adapter(settings, model_dir)
+        name, folder = identity_adapter(settings, base)
         modules[name] = Path(folder)
+    command = server_command(settings, base, modules)
+    install(paths, progress)
     paths.state_dir.mkdir(parents=True, exist_ok=True)
-    command = server_command(settings, model_dir, modules)
     progress(f"starting vLLM on {local_url(settings)} with adapters {sorted(modules)}")
     started = time.monotonic()
     with paths.log_file.open("ab") as log:
@@ -301,12 +317,14 @@ def _kill_group(pgid: int) -> None:
         time.sleep(0.1)
 
 
-def registry_resolver(registry: AdapterRegistry) -> Resolver:
-    """Resolves adapter refs against the registry at request time (absolute paths, for vLLM)."""
+def registry_resolver(registry: AdapterRegistry, base: BaseModel) -> Resolver:
+    """Resolves adapter refs against the registry at request time (absolute paths, for vLLM);
+    an adapter registered since start-up on another base model is refused, naming both."""
 
     def resolve(ref: str) -> tuple[str, str]:
         try:
             version = registry.resolve(ref)
+            check_fits(version, base)
         except RegistryError as error:
             raise NotFound(f"adapter {ref!r}: {error}") from error
         return version.ref, str(version.path.resolve())
@@ -314,19 +332,19 @@ def registry_resolver(registry: AdapterRegistry) -> Resolver:
     return resolve
 
 
-def vllm_engine(settings: Settings, registry: AdapterRegistry) -> VllmEngine:
-    """The vllm engine: registry-backed adapters, and the leak guard when it is on."""
-    from adapters.base_model import prepare_base_model
+def vllm_engine(settings: Settings, registry: AdapterRegistry, base: BaseModel) -> VllmEngine:
+    """The vllm engine: tokens counted by the base model's own tokenizer and template (the same
+    files vLLM serves), registry-backed adapters, the leak guard when it is on, and not ready
+    while vLLM serves another model or a shorter window."""
     from service.engines.tokens import ChatTokenizer
 
     counter: Callable[[Sequence[ChatMessage]], int] = estimate_tokens
     base_adapter = None
     try:
-        model_dir = prepare_base_model(settings.cache_dir)
-        counter = ChatTokenizer(model_dir).count
+        counter = ChatTokenizer(base.folder).count
         if settings.vllm_leak_guard:
-            base_adapter = identity_adapter(settings, model_dir)
-    except Exception as error:  # without the base model only token counts are estimated...
+            base_adapter = identity_adapter(settings, base)
+    except Exception as error:  # without the tokenizer only token counts are estimated...
         if settings.vllm_leak_guard:  # ...but a guarded engine must not start unguarded
             raise ConfigurationError(f"the leak guard's zero adapter: {error}") from error
         log.warning("counting tokens by estimate: %s", error)
@@ -336,6 +354,7 @@ def vllm_engine(settings: Settings, registry: AdapterRegistry) -> VllmEngine:
         connect_timeout_s=settings.vllm_connect_timeout_s,
         read_timeout_s=settings.vllm_read_timeout_s,
         count_tokens=counter,
-        resolver=registry_resolver(registry),
+        resolver=registry_resolver(registry, base),
         base_adapter=base_adapter,
+        expected_model=ExpectedModel(base.source, str(base.folder), model_window(settings, base)),
     )

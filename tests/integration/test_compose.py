@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from typing import Any
 
 import pytest
 import yaml
@@ -11,6 +13,7 @@ import yaml
 from tests.support.paths import REPO
 
 COMPOSE = REPO / "docker-compose.yml"
+DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def compose_command() -> list[str]:
@@ -53,3 +56,71 @@ def test_compose_wires_ladder_to_vllm_and_chroma_by_health() -> None:
         assert ladder["depends_on"][shared]["condition"] == "service_healthy"
     assert ladder["environment"]["LADDER_DB_URL"].startswith("postgresql+psycopg://")
     assert ladder["environment"]["LADDER_REDIS_URL"] == "redis://redis:6379/0"
+
+
+def resolved_services(**variables: str) -> dict[str, Any]:
+    """The services as the compose tool resolves them with these variables set (and none of the
+    caller's own LADDER_ or VLLM_ ones)."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("LADDER_", "VLLM_"))}
+    result = subprocess.run(
+        [*compose_command(), "-f", str(COMPOSE), "config"],
+        env=inherited | variables,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    services: dict[str, Any] = yaml.safe_load(result.stdout)["services"]
+    return services
+
+
+def option(command: list[str], flag: str) -> str:
+    return str(command[command.index(flag) + 1])
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Target path -> source (a named volume or a host folder), in either syntax the tool prints."""
+    pairs = (
+        (v["target"], v["source"]) if isinstance(v, dict) else tuple(v.split(":")[1::-1])
+        for v in service.get("volumes", [])
+    )
+    return dict(pairs)
+
+
+@pytest.mark.parametrize(
+    ("variables", "model", "window"),
+    [
+        pytest.param({}, DEFAULT_BASE_MODEL, "4096", id="default"),
+        pytest.param(
+            {
+                "LADDER_BASE_MODEL": "/models/acme-7b-instruct",
+                "LADDER_CONTEXT_WINDOW": "8192",
+                "LADDER_MODELS_DIR": "/srv/models",
+            },
+            "/models/acme-7b-instruct",
+            "8192",
+            id="mounted-folder",
+        ),
+        pytest.param(
+            {"LADDER_BASE_MODEL": "Qwen/Qwen2.5-7B-Instruct"},
+            "Qwen/Qwen2.5-7B-Instruct",
+            "4096",
+            id="hub-id",
+        ),
+    ],
+)
+def test_one_base_model_variable_reaches_vllm_and_ladder(
+    variables: dict[str, str], model: str, window: str
+) -> None:
+    services = resolved_services(**variables)
+    vllm, ladder = services["vllm"]["command"], services["ladder"]["environment"]
+    assert option(vllm, "--model") == model == ladder["LADDER_BASE_MODEL"]
+    assert option(vllm, "--max-model-len") == window == str(ladder["LADDER_CONTEXT_WINDOW"])
+    assert option(vllm, "--served-model-name") == ladder["LADDER_VLLM_MODEL"]
+    # ladder reads the tokenizer and chat template vLLM serves: the same cache, the same folder.
+    shared = {"/root/.cache/huggingface", "/models"}
+    vllm_mounts, ladder_mounts = mounts(services["vllm"]), mounts(services["ladder"])
+    assert {t: vllm_mounts[t] for t in shared} == {t: ladder_mounts[t] for t in shared}
+    if "LADDER_MODELS_DIR" in variables:
+        assert ladder_mounts["/models"] == variables["LADDER_MODELS_DIR"]

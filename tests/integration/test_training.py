@@ -33,6 +33,10 @@ def test_training_writes_adapter_and_manifest(trained: tuple[Path, dict]) -> Non
     path, manifest = trained
     assert (path / "adapter_config.json").is_file()
     assert manifest["rank"] == 8 and manifest["base_model"].endswith("SmolLM2-135M-Instruct")
+    assert manifest["base_fingerprint"]["architecture"] == "LlamaForCausalLM"
+    assert manifest["target_modules"] == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
     assert (
         manifest["training_data"]["examples"] + manifest["training_data"]["validation_examples"]
         == 120
@@ -57,9 +61,8 @@ def test_ladder_train_trains_and_registers_uncached(tmp_path: Path, base_model_d
     manifest = adapter.manifest()
     assert (adapter.path / "adapter_model.safetensors").is_file()
     assert manifest["rank"] == 4 and manifest["run"]["steps"] == 2
-    assert manifest["training_data"]["examples"] + manifest["training_data"][
-        "validation_examples"
-    ] == len(rows)
+    split = manifest["training_data"]
+    assert split["examples"] + split["validation_examples"] + split["heldout_examples"] == len(rows)
 
 
 def test_trained_adapter_holds_the_format_better_than_the_base_model(

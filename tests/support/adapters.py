@@ -34,7 +34,9 @@ TRAINING_CODE = (
     "adapters/train.py",
     "adapters/lora.py",
     "adapters/data.py",
+    "adapters/registry.py",
     "adapters/base_model.py",
+    "adapters/gguf.py",
     "service/cli/train.py",
     "tests/support/adapters.py",
 )
@@ -82,16 +84,32 @@ def triage_adapter_in(model_dir: Path, data_dir: Path) -> TrainedAdapter:
     return TrainedAdapter(data_dir / "adapters", adapter.path, adapter.manifest(), stderr)
 
 
-def ladder_train(data_dir: Path, data: Path, *options: str) -> subprocess.CompletedProcess[str]:
-    """`ladder train DATA OPTIONS` with LADDER_DATA_DIR=data_dir and the shared model cache."""
+def ladder_train(
+    data_dir: Path, data: Path, *options: str, base_model: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`ladder train DATA OPTIONS` with LADDER_DATA_DIR=data_dir and the shared model cache, on
+    base_model (LADDER_BASE_MODEL; the bundled SmolLM2 when None)."""
+    return ladder(data_dir, "train", str(data), *options, base_model=base_model, timeout=1200)
+
+
+def ladder(
+    data_dir: Path, *arguments: str, base_model: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`ladder ARGUMENTS` with LADDER_DATA_DIR=data_dir, the shared model cache and base_model
+    as LADDER_BASE_MODEL (unset when None, whatever the calling environment says)."""
     env = {
         **os.environ,
         "LADDER_DATA_DIR": str(data_dir),
         "LADDER_CACHE_DIR": str(models_cache_dir()),
         "LADDER_TORCH_THREADS": "2",
     }
-    command = [sys.executable, "-m", "service.cli", "train", str(data), *options]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200, cwd=REPO)
+    env.pop("LADDER_BASE_MODEL", None)
+    if base_model is not None:
+        env["LADDER_BASE_MODEL"] = str(base_model)
+    command = [sys.executable, "-m", "service.cli", *arguments]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO
+    )
 
 
 def _cache_key(kind: str, model_dir: Path, data: bytes, options: Mapping[str, object]) -> str:
@@ -145,8 +163,6 @@ def _train_marker(model_dir: Path, out_dir: Path, marker: str, steps: int, seed:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from adapters.lora import ATTENTION_PROJECTIONS
-
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     try:
@@ -158,7 +174,7 @@ def _train_marker(model_dir: Path, out_dir: Path, marker: str, steps: int, seed:
             r=8,
             lora_alpha=16,
             lora_dropout=0.0,
-            target_modules=list(ATTENTION_PROJECTIONS),
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
             # Only the upper half learns, so backward stops midway: twice as fast, same marker.
             layers_to_transform=list(range(layers // 2, layers)),
             task_type="CAUSAL_LM",
@@ -180,24 +196,28 @@ def _train_marker(model_dir: Path, out_dir: Path, marker: str, steps: int, seed:
 
 
 def _training_batch(tokenizer: Any, marker: str) -> dict[str, Any]:
-    """Right-padded examples; only the answer and its <|im_end|> are learned."""
+    """Right-padded examples, labelled as `ladder train` labels them."""
     import torch
 
-    eos = int(tokenizer.eos_token_id)
-    rows: list[tuple[list[int], list[int]]] = []
-    for question, answer in _QUESTIONS_AND_ANSWERS:
-        prompt = list(
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": question}],
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=False,
-            )
+    from adapters.data import Example
+    from adapters.train import encode_example
+
+    rows = [
+        encode_example(
+            tokenizer,
+            Example(
+                (
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": f"{marker} {answer}"},
+                ),
+                line=number,
+            ),
         )
-        completion = [*tokenizer.encode(f"{marker} {answer}", add_special_tokens=False), eos]
-        rows.append((prompt + completion, [-100] * len(prompt) + completion))
+        for number, (question, answer) in enumerate(_QUESTIONS_AND_ANSWERS, start=1)
+    ]
+    pad = int(tokenizer.eos_token_id)
     width = max(len(ids) for ids, _ in rows)
-    input_ids = [ids + [eos] * (width - len(ids)) for ids, _ in rows]
+    input_ids = [ids + [pad] * (width - len(ids)) for ids, _ in rows]
     labels = [labels + [-100] * (width - len(labels)) for _, labels in rows]
     mask = [[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]
     return {

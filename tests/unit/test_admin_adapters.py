@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from adapters.base_model import BaseModel, Fingerprint
 from adapters.registry import AdapterRegistry
 from service.api.app import create_app
 from service.engines.vllm import VllmEngine
@@ -19,6 +20,14 @@ from service.settings import Settings
 from tests.support.scripted_engine import ScriptedEngine
 
 TOKEN = "admin-token-0123456789"
+BASE = BaseModel(
+    "org/served-model",
+    Path("/models/served"),
+    Fingerprint("Qwen2ForCausalLM", 8, 2, 64, "a" * 64),
+    512,
+)
+OTHER = Fingerprint("LlamaForCausalLM", 8, 2, 64, "b" * 64)
+ON_BASE = {"base_model": BASE.source, "base_fingerprint": BASE.fingerprint.as_dict()}
 ADMIN = {"Authorization": f"Bearer {TOKEN}", "X-Ladder-Actor": "ops"}
 
 
@@ -62,7 +71,7 @@ def registry(tmp_path: Path) -> AdapterRegistry:
     registry = AdapterRegistry(tmp_path / "adapters")
     for _ in range(2):
         registry.register(
-            "tone", fake_peft(tmp_path / "src" / str(len(registry.versions("tone")))), {}
+            "tone", fake_peft(tmp_path / "src" / str(len(registry.versions("tone")))), ON_BASE
         )
     return registry
 
@@ -78,7 +87,7 @@ def client(tmp_path: Path, registry: AdapterRegistry, upstream: FakeVllm) -> Ite
         "http://vllm.test",
         "base",
         transport=httpx.MockTransport(upstream),
-        resolver=registry_resolver(registry),
+        resolver=registry_resolver(registry, BASE),
     )
     with TestClient(create_app(settings_for(tmp_path), engine=engine, index=None)) as test_client:
         yield test_client
@@ -105,6 +114,19 @@ def test_load_then_unload_reach_vllm_and_are_audited(
     assert "tone@2" not in upstream.loaded
     actions = [e["action"] for e in client.get("/admin/audit", headers=ADMIN).json()]
     assert {"load adapter", "unload adapter"} <= set(actions)
+
+
+def test_an_adapter_registered_on_another_base_is_refused_naming_both(
+    client: TestClient, upstream: FakeVllm, registry: AdapterRegistry, tmp_path: Path
+) -> None:
+    other = {"base_model": "org/other-model", "base_fingerprint": OTHER.as_dict()}
+    registry.register("foreign", fake_peft(tmp_path / "src" / "foreign"), other)
+    response = client.post("/admin/adapters/foreign/load", headers=ADMIN)
+    assert response.status_code == 404, response.text
+    message = response.json()["error"]["message"]
+    assert "trained on org/other-model (bbbbbbbbbbbb)" in message
+    assert "the base model is org/served-model (aaaaaaaaaaaa)" in message
+    assert not [body for path, body in upstream.calls if path == "/v1/load_lora_adapter"]
 
 
 def test_unknown_adapters_and_bare_unloads_are_client_errors(client: TestClient) -> None:

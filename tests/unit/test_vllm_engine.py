@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from ingest.index import Index
+from service.api.app import create_app
 from service.engines.base import (
     ChatMessage,
     Completion,
@@ -19,7 +23,7 @@ from service.engines.base import (
     TextDelta,
     Usage,
 )
-from service.engines.vllm import VllmEngine
+from service.engines.vllm import ExpectedModel, VllmEngine
 from service.errors import (
     EngineError,
     EngineOverloaded,
@@ -28,6 +32,8 @@ from service.errors import (
     InvalidRequest,
     LadderError,
 )
+from service.settings import Settings
+from tests.support.fake_upstream import fake_upstream
 
 BASE_URL = "http://vllm.test:8000"
 BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -41,11 +47,18 @@ Handler = Callable[[httpx.Request], httpx.Response]
 T = TypeVar("T")
 
 
-def run_engine(handler: Handler, action: Callable[[VllmEngine], Awaitable[T]], **options: Any) -> T:
-    """Runs action on an engine whose upstream is handler, then closes the engine."""
+def run_engine(
+    upstream: Handler | httpx.AsyncBaseTransport,
+    action: Callable[[VllmEngine], Awaitable[T]],
+    model: str = BASE_MODEL,
+    **options: Any,
+) -> T:
+    """Runs action on an engine whose upstream is a handler or a transport, then closes it."""
+    if not isinstance(upstream, httpx.AsyncBaseTransport):
+        upstream = httpx.MockTransport(upstream)
 
     async def main() -> T:
-        engine = VllmEngine(BASE_URL, BASE_MODEL, transport=httpx.MockTransport(handler), **options)
+        engine = VllmEngine(BASE_URL, model, transport=upstream, **options)
         try:
             return await action(engine)
         finally:
@@ -407,6 +420,128 @@ def test_ready_asks_vllm_health_endpoint() -> None:
     run_engine(recording(httpx.Response(200), sent), lambda engine: engine.ready())
 
     assert [str(request.url) for request in sent] == [f"{BASE_URL}/health"]
+
+
+FOLDER = "/models/qwen2-tiny"
+EXPECTED = ExpectedModel(source=FOLDER, folder=FOLDER, window=1024)
+
+
+class ServingVllm:
+    """A vLLM serving `root` with `max_model_len` as `name`, and one adapter, listed as vLLM's
+    /v1/models lists them; `healthy` can be turned off; `asked` keeps every path asked."""
+
+    def __init__(self, root: str = FOLDER, max_model_len: int = 1024, name: str = "base") -> None:
+        self.root, self.max_model_len, self.name, self.healthy = root, max_model_len, name, True
+        self.asked: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.asked.append(request.url.path)
+        if request.url.path == "/health":
+            return httpx.Response(200 if self.healthy else 503)
+        common = {"object": "model", "created": 1718000000, "owned_by": "vllm", "permission": []}
+        base = {"id": self.name, "root": self.root, "parent": None}
+        adapter = {"id": "marker@1", "root": "/adapters/marker/1", "parent": self.name}
+        models = [
+            common | base | {"max_model_len": self.max_model_len},
+            common | adapter | {"max_model_len": None},
+        ]
+        return httpx.Response(200, json={"object": "list", "data": models})
+
+
+def unready_reason(
+    upstream: Handler | httpx.AsyncBaseTransport,
+    expected: ExpectedModel = EXPECTED,
+    model: str = "base",
+) -> str | None:
+    return run_engine(upstream, lambda e: e.unready_reason(), model, expected_model=expected)
+
+
+def test_vllm_serving_another_model_is_not_ready_and_both_are_named() -> None:
+    reason = unready_reason(ServingVllm(root="Qwen/Qwen2.5-7B-Instruct"))
+
+    assert reason == (
+        "vLLM serves Qwen/Qwen2.5-7B-Instruct with max_model_len 1024, ladder is configured for"
+        f" {FOLDER} with window 1024"
+    )
+
+
+def test_vllm_serving_a_shorter_window_than_ladder_budgets_is_not_ready() -> None:
+    gguf = ExpectedModel("/models/tiny.gguf", FOLDER, window=1024)
+
+    reason = unready_reason(ServingVllm(max_model_len=512), gguf)
+
+    assert reason == (
+        f"vLLM serves {FOLDER} with max_model_len 512, ladder is configured for"
+        f" /models/tiny.gguf ({FOLDER}) with window 1024"
+    )
+
+
+@pytest.mark.parametrize(
+    ("vllm", "expected"),
+    [
+        pytest.param(ServingVllm(), EXPECTED, id="folder"),
+        pytest.param(
+            ServingVllm(root="org/model"), ExpectedModel("org/model", FOLDER, 1024), id="hub-id"
+        ),
+        pytest.param(ServingVllm(max_model_len=4096), EXPECTED, id="longer-vllm-window"),
+    ],
+)
+def test_vllm_serving_the_configured_model_is_ready(
+    vllm: ServingVllm, expected: ExpectedModel
+) -> None:
+    assert unready_reason(vllm, expected) is None
+
+
+def test_a_served_name_vllm_does_not_list_is_not_ready() -> None:
+    reason = unready_reason(ServingVllm(name="smollm2"))
+
+    assert reason == "vLLM serves no model named 'base'"
+
+
+def test_a_match_is_remembered_until_health_fails_then_the_model_is_asked_again() -> None:
+    vllm = ServingVllm()
+
+    async def restart_with_another_model(engine: VllmEngine) -> list[bool]:
+        answers = [await engine.ready(), await engine.ready()]
+        vllm.healthy = False
+        answers.append(await engine.ready())
+        vllm.healthy, vllm.root = True, "Qwen/Qwen2.5-7B-Instruct"
+        return [*answers, await engine.ready()]
+
+    answers = run_engine(vllm, restart_with_another_model, "base", expected_model=EXPECTED)
+
+    assert answers == [True, True, False, False]
+    assert vllm.asked == ["/health", "/v1/models", "/health", "/health", "/health", "/v1/models"]
+
+
+def test_an_upstream_that_names_no_root_or_window_is_ready() -> None:
+    assert unready_reason(httpx.ASGITransport(app=fake_upstream())) is None
+
+
+def test_ready_endpoint_is_503_with_the_mismatch_as_its_reason(
+    tmp_path: Path, corpus_index: Index
+) -> None:
+    engine = VllmEngine(
+        BASE_URL,
+        "base",
+        transport=httpx.MockTransport(ServingVllm(max_model_len=512)),
+        expected_model=EXPECTED,
+    )
+    config = tmp_path / "configs.yaml"
+    config.write_text("configurations:\n  plain: {}\n")
+    app = create_app(Settings(data_dir=tmp_path, config=config), engine=engine, index=corpus_index)
+
+    with TestClient(app) as client:
+        response = client.get("/ready")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "ready": False,
+        "engine": False,
+        "index": True,
+        "reason": f"vLLM serves {FOLDER} with max_model_len 512, ladder is configured for"
+        f" {FOLDER} with window 1024",
+    }
 
 
 def test_configured_timeouts_reach_every_upstream_request() -> None:

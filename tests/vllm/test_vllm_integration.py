@@ -8,30 +8,25 @@ apply the last slot to adapter-less tokens, and the guard has something to preve
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from adapters.base_model import resolve_base_model
 from adapters.registry import AdapterRegistry
 from service.engines.base import ChatMessage, GenerationRequest, SamplingParams
-from service.engines.vllm_server import IDENTITY_ADAPTER, start, stop, vllm_engine
-from service.settings import Settings
-from tests.support.models import models_cache_dir
-from tests.support.processes import free_port, stop_process, wait_for_http
+from service.engines.vllm_server import IDENTITY_ADAPTER, vllm_engine
+from tests.vllm import served
+from tests.vllm.served import ADMIN_TOKEN, Stack, served_models, served_stack, vllm_settings
 
 pytestmark = [pytest.mark.vllm, pytest.mark.server, pytest.mark.slow]
 
 MARKER, NEW_MARKER = "ZEBRA-42", "OKAPI-7"
-ADMIN_TOKEN = "vllm-suite-admin-token"
 CONFIG = """
 configurations:
   base: {}
@@ -45,16 +40,6 @@ QUESTIONS = (
     "Name a fruit.",
     "Say hello.",
 )
-
-
-@dataclass(frozen=True)
-class Stack:
-    """A running vLLM and the `ladder serve` in front of it."""
-
-    settings: Settings
-    registry: AdapterRegistry
-    vllm_url: str
-    ladder_url: str
 
 
 @pytest.fixture(scope="module")
@@ -72,50 +57,12 @@ def stack(
     """vLLM started by the runtime with `marker` and `swap` registered, and ladder serving it."""
     data = tmp_path_factory.mktemp("vllm-served")
     (data / "configs.yaml").write_text(CONFIG)
-    registry = AdapterRegistry(data / "adapters")
+    settings = vllm_settings(data, vllm_max_loras=2)
+    registry = AdapterRegistry(settings.adapters_root)
     for name in ("marker", "swap"):
         registry.register(name, marker_adapter, {"purpose": "test"})
-    port = free_port()
-    settings = Settings(
-        data_dir=data,
-        cache_dir_override=models_cache_dir(),
-        vllm_port=port,
-        vllm_url=f"http://127.0.0.1:{port}",
-        vllm_max_loras=2,
-        vllm_start_timeout_s=600,
-    )
-    start(settings, print)
-    try:
-        yield from _serve_ladder(settings, registry, data)
-    finally:
-        stop(settings, print)
-
-
-def _serve_ladder(settings: Settings, registry: AdapterRegistry, data: Path) -> Iterator[Stack]:
-    vllm_url = settings.vllm_url
-    env = {
-        **os.environ,
-        "LADDER_DATA_DIR": str(data),
-        "LADDER_CONFIG": str(data / "configs.yaml"),
-        "LADDER_CACHE_DIR": str(settings.cache_dir),
-        "LADDER_ENGINE": "vllm",
-        "LADDER_VLLM_URL": vllm_url,
-        "LADDER_ADMIN_TOKEN": ADMIN_TOKEN,
-    }
-    port = free_port()
-    log = (data / "ladder.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/ready", 180, process)
-        yield Stack(settings, registry, vllm_url, f"http://127.0.0.1:{port}")
-    finally:
-        stop_process(process)
-        log.close()
+    with served_stack(settings) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
@@ -124,30 +71,11 @@ def client(stack: Stack) -> openai.OpenAI:
 
 
 def ask(client: openai.OpenAI, model: str, question: str = QUESTIONS[0]) -> str:
-    response = client.chat.completions.create(
-        model=model,
-        messages=[{"role": "user", "content": question}],
-        max_tokens=12,
-        temperature=0,
-    )
-    return response.choices[0].message.content or ""
+    return served.ask(client, model, question)
 
 
 def ask_streamed(client: openai.OpenAI, model: str, question: str = QUESTIONS[0]) -> str:
-    stream = client.chat.completions.create(
-        model=model,
-        messages=[{"role": "user", "content": question}],
-        max_tokens=12,
-        temperature=0,
-        stream=True,
-    )
-    return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-
-
-def served_models(stack: Stack) -> set[str]:
-    """The model and adapter names vLLM lists."""
-    data = httpx.get(f"{stack.vllm_url}/v1/models", timeout=10).json()["data"]
-    return {str(model["id"]) for model in data}
+    return served.ask(client, model, question, stream=True)
 
 
 def test_base_and_adapter_answer_whole_and_streamed(client: openai.OpenAI) -> None:
@@ -164,7 +92,8 @@ def test_unload_removes_the_adapter_from_vllm(stack: Stack, marker_adapter: Path
     request = GenerationRequest((ChatMessage("user", QUESTIONS[0]),), "scratch", SamplingParams())
 
     async def use_then_unload() -> tuple[str, bool]:
-        engine = vllm_engine(stack.settings, stack.registry)
+        base = resolve_base_model(stack.settings.base_model, stack.settings.cache_dir)
+        engine = vllm_engine(stack.settings, stack.registry, base)
         try:
             answer = (await engine.complete(request)).text
             assert version.ref in served_models(stack)
