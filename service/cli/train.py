@@ -61,8 +61,11 @@ def _report_gate(report: GateReport, allow: list[str]) -> None:
         raise fail(f"the data-quality gate refused the data ({kinds}); fix it or --allow KIND")
 
 
-def _base_and_targets(config: Settings, requested: str | None) -> tuple[BaseModel, tuple[str, ...]]:
-    """The configured base model and the LoRA's target modules on it, or a one-line exit 2."""
+def _base_and_targets(
+    config: Settings, requested: str | None, gate_only: bool
+) -> tuple[BaseModel, tuple[str, ...]]:
+    """The configured base model and the LoRA's target modules on it (none when only the gate
+    runs: finding them builds the model's skeleton), or a one-line exit 2."""
     from adapters.base_model import BaseModelUnavailable, resolve_base_model
     from adapters.lora import UnknownTargetModules, choose_target_modules
     from service.cli.common import fail
@@ -74,6 +77,8 @@ def _base_and_targets(config: Settings, requested: str | None) -> tuple[BaseMode
     except BaseModelUnavailable as error:
         raise fail(str(error)) from None
     names = tuple(name.strip() for name in (requested or "").split(",") if name.strip())
+    if gate_only:
+        return base, names
     try:
         return base, choose_target_modules(base.folder, names)
     except UnknownTargetModules as error:
@@ -120,7 +125,7 @@ def train(
     if not data.is_file():
         raise fail(f"no such file: {data}")
     config = settings()
-    base, targets = _base_and_targets(config, target_modules)
+    base, targets = _base_and_targets(config, target_modules, check_only)
     report = gate_data(
         data,
         heldout,

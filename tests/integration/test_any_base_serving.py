@@ -4,7 +4,10 @@ official openai client whole and streamed, through its own template, with a LoRA
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ from typing import Any
 import openai
 import pytest
 
-from adapters.base_model import default_target_modules, resolve_base_model
+from adapters.base_model import default_target_modules, parameter_count, resolve_base_model
 from adapters.registry import AdapterRegistry
 from service.api.app import create_app
 from service.errors import ConfigurationError
@@ -37,6 +40,7 @@ CHATML = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 QUESTION = "Where is my order?"
+LADDER = [sys.executable, "-m", "service.cli"]
 
 
 def random_lora(model_dir: Path, out: Path, seed: int = 0) -> Path:
@@ -169,3 +173,45 @@ def test_an_adapter_of_another_base_stops_start_up_naming_both(tmp_path: Path, t
     message = str(refused.value)
     assert "adapter tiny-lora@1 was trained on HuggingFaceTB/SmolLM2-135M-Instruct" in message
     assert f"but the base model is {tiny}" in message
+
+
+def _ladder(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LADDER, *args],
+        env={**os.environ, "LADDER_CACHE_DIR": str(models_cache_dir()), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        pytest.param({"LADDER_BASE_MODEL": "/no/such/model"}, "not a model folder", id="source"),
+        pytest.param({"LADDER_CONTEXT_WINDOW": "4096"}, "is larger than", id="window"),
+    ],
+)
+def test_ladder_serve_refuses_a_bad_base_model_before_it_starts_in_one_line(
+    tiny: Path, tmp_path: Path, setting: dict[str, str], expected: str
+) -> None:
+    env = {"LADDER_BASE_MODEL": str(tiny), "LADDER_DATA_DIR": str(tmp_path), **setting}
+    result = _ladder(["serve", "--port", "9"], **env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
+
+
+def test_models_show_describes_the_configured_base(tiny: Path, tmp_path: Path) -> None:
+    result = _ladder(
+        ["models", "show", "--json"], LADDER_BASE_MODEL=str(tiny), LADDER_DATA_DIR=str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["source"] == str(tiny)
+    assert shown["fingerprint"]["architecture"] == "Qwen2ForCausalLM"
+    assert shown["parameters"] == parameter_count(tiny)
+    assert shown["context_window"] == shown["model_context_window"] == 1024
+    assert shown["lora_modules"]["q_proj"] == [128, 128]
+    assert any("<|turn_start|>" in line for line in shown["chat_template_head"])
+    assert shown["adapters"] == {"fit": [], "other_base": []}

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,8 +21,6 @@ from adapters.base_model import (
 )
 from tests.support.models import models_cache_dir
 from tests.support.tiny_model import tiny_model_dir
-
-LADDER = [sys.executable, "-m", "service.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -173,45 +169,3 @@ def test_a_source_that_is_not_here_is_a_one_line_error(
     message = str(refused.value)
     assert message.startswith(f"LADDER_BASE_MODEL={source}: ") and expected in message
     assert "\n" not in message
-
-
-def _ladder(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*LADDER, *args],
-        env={**os.environ, "LADDER_CACHE_DIR": str(models_cache_dir()), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-@pytest.mark.parametrize(
-    ("setting", "expected"),
-    [
-        pytest.param({"LADDER_BASE_MODEL": "/no/such/model"}, "not a model folder", id="source"),
-        pytest.param({"LADDER_CONTEXT_WINDOW": "4096"}, "is larger than", id="window"),
-    ],
-)
-def test_ladder_serve_refuses_a_bad_base_model_before_it_starts_in_one_line(
-    tiny: Path, tmp_path: Path, setting: dict[str, str], expected: str
-) -> None:
-    env = {"LADDER_BASE_MODEL": str(tiny), "LADDER_DATA_DIR": str(tmp_path), **setting}
-    result = _ladder(["serve", "--port", "9"], **env)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
-
-
-def test_models_show_describes_the_configured_base(tiny: Path, tmp_path: Path) -> None:
-    result = _ladder(
-        ["models", "show", "--json"], LADDER_BASE_MODEL=str(tiny), LADDER_DATA_DIR=str(tmp_path)
-    )
-    assert result.returncode == 0, result.stderr
-    shown = json.loads(result.stdout)
-    assert shown["source"] == str(tiny)
-    assert shown["fingerprint"]["architecture"] == "Qwen2ForCausalLM"
-    assert shown["parameters"] == parameter_count(tiny)
-    assert shown["context_window"] == shown["model_context_window"] == 1024
-    assert shown["lora_modules"]["q_proj"] == [128, 128]
-    assert any("<|turn_start|>" in line for line in shown["chat_template_head"])
-    assert shown["adapters"] == {"fit": [], "other_base": []}
