@@ -77,6 +77,7 @@ def _describe() -> dict[str, Any]:
         raise fail(str(error)) from None
     registry = AdapterRegistry(chosen.adapters_root)
     newest = [registry.resolve(name) for name in registry.names()]
+    fitting = {version.ref: fits(version.manifest(), base) for version in newest}
     template = read_template(base.folder).strip().splitlines()
     head = template[:TEMPLATE_LINES] + (["..."] if len(template) > TEMPLATE_LINES else [])
     return {
@@ -89,8 +90,8 @@ def _describe() -> dict[str, Any]:
         "lora_modules": linear_modules(base.folder),
         "chat_template_head": head,
         "adapters": {
-            "fit": [v.ref for v in newest if fits(v.manifest(), base)],
-            "other_base": [v.ref for v in newest if not fits(v.manifest(), base)],
+            "fit": [ref for ref, fit in fitting.items() if fit],
+            "other_base": [ref for ref, fit in fitting.items() if not fit],
         },
     }
 

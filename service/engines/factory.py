@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 
 from adapters.base_model import BaseModel, BaseModelUnavailable, context_window, resolve_base_model
+from adapters.gguf import Progress
 from adapters.registry import AdapterRegistry, RegistryError, check_fits
 from service.engines.base import Engine
 from service.errors import ConfigurationError
 from service.settings import Settings
-
-Progress = Callable[[str], None]
 
 
 def load_base_model(settings: Settings, progress: Progress | None = None) -> BaseModel:
