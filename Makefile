@@ -56,16 +56,20 @@ run: install
 # What the tests build and never change (the converted model, trained test adapters keyed by a
 # hash of the training code, the tiny second model, vLLM's venv) lives in a cache outside the
 # clone, as pip's does, so a fresh clone on a machine that ran the suite skips rebuilding it.
+# Two workers (pytest-xdist), one per core: most tests run one single-threaded model or server
+# at a time; tests/conftest.py groups them by module, all of vLLM in one group, longest first.
 TEST_CACHE ?= $(HOME)/.cache/ladder-tests
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 test: install system-deps
 	LADDER_TEST_CACHE=$${LADDER_TEST_CACHE:-$(TEST_CACHE)} \
 	LADDER_VLLM_VENV=$${LADDER_VLLM_VENV:-$(TEST_CACHE)/venv-vllm} \
-	$(PY) -m pytest --durations=25
+	$(PY) -m pytest $(XDIST) --durations=25
 
 # The fast tier for the edit loop: no model, adapter, server or vLLM (tests/conftest.py marks
 # those `slow` from the fixtures they use), then lint and types.
 check: install
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest $(XDIST) -m "not slow" -q
 	$(VENV)/bin/ruff check service ingest adapters evaluation tests bench
 	$(VENV)/bin/mypy service ingest adapters evaluation
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import shutil
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from adapters.base_model import BaseModel
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # always fullmatch: `$` lets a newline through
+_VERSION = re.compile(r"[0-9]{1,9}")  # ASCII digits only: "²".isdigit() but int("²") fails
 MANIFEST = "manifest.json"
 ADAPTER_FILES = ("adapter_config.json",)
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
@@ -23,6 +28,10 @@ _MAX_HEADER = 100_000_000  # safetensors' own limit on a header
 
 class RegistryError(ValueError):
     """A name, version or adapter folder the registry refuses."""
+
+
+class InvalidRef(RegistryError):
+    """A ref that is not `name` or `name@version` at all (a client error, not a missing one)."""
 
 
 @dataclass(frozen=True)
@@ -45,18 +54,27 @@ class AdapterVersion:
 
 def parse_ref(ref: str) -> tuple[str, int | None]:
     """`name` or `name@version` -> (name, version or None)."""
-    name, _, version = ref.partition("@")
-    if not _NAME.match(name):
-        raise RegistryError(f"invalid adapter name {name!r}: use [a-z0-9._-], at most 64")
-    if not version:
+    name, at, version = ref.partition("@")
+    if not _NAME.fullmatch(name):
+        raise InvalidRef(f"invalid adapter name {name!r}: use [a-z0-9._-], at most 64")
+    if not at:
         return name, None
-    if not version.isdigit():
-        raise RegistryError(f"invalid adapter version {version!r} in {ref!r}")
+    if not _VERSION.fullmatch(version):
+        raise InvalidRef(f"invalid adapter version {version!r} in {ref!r}: use 1 to 9 digits")
     return name, int(version)
 
 
+def lora_rank(config: Mapping[str, Any], where: object) -> int:
+    """An adapter config's rank `r`: a positive integer (not a string, float or boolean)."""
+    rank = config.get("r")
+    if type(rank) is not int or rank < 1:
+        raise RegistryError(f"{where}: rank r must be a positive integer, not {rank!r}")
+    return rank
+
+
 class AdapterRegistry:
-    """Adapters on disk; paths never leave the registry's root."""
+    """Adapters on disk; paths never leave the registry's root: a name or version folder that
+    is a symlink, or resolves outside the root, is refused."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -66,16 +84,20 @@ class AdapterRegistry:
         if not self.root.is_dir():
             return []
         return sorted(
-            p.name for p in self.root.iterdir() if _NAME.match(p.name) and self.versions(p.name)
+            p.name
+            for p in self.root.iterdir()
+            if _NAME.fullmatch(p.name) and not p.is_symlink() and self.versions(p.name)
         )
 
     def versions(self, name: str) -> list[int]:
         """The name's versions, oldest first."""
-        folder = self.root / parse_ref(name)[0]
+        folder = self._inside(self.root / parse_ref(name)[0])
         if not folder.is_dir():
             return []
         return sorted(
-            int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / MANIFEST).is_file()
+            int(p.name)
+            for p in folder.iterdir()
+            if _VERSION.fullmatch(p.name) and not p.is_symlink() and (p / MANIFEST).is_file()
         )
 
     def resolve(self, ref: str) -> AdapterVersion:
@@ -87,7 +109,7 @@ class AdapterRegistry:
         chosen = versions[-1] if version is None else version
         if chosen not in versions:
             raise RegistryError(f"adapter {name!r} has no version {chosen}")
-        return AdapterVersion(name, chosen, self.root / name / str(chosen))
+        return AdapterVersion(name, chosen, self._inside(self.root / name / str(chosen)))
 
     def register(
         self,
@@ -98,8 +120,13 @@ class AdapterRegistry:
         base: BaseModel | None = None,
     ) -> AdapterVersion:
         """Copies a PEFT adapter folder in as the name's next version; with base, the manifest
-        records that base model's name and fingerprint (what `check_fits` compares)."""
-        parse_ref(name)
+        records that base model's name and fingerprint (what `check_fits` compares).
+
+        The copy is staged in a folder of its own and renamed into place under the registry's
+        lock, so concurrent registers of one name get consecutive versions."""
+        name, asked = parse_ref(name)
+        if asked is not None:
+            raise InvalidRef(f"register takes a name, not {name}@{asked}: versions are counted")
         config = read_adapter_config(source)
         fitted = {} if base is None else {"base_fingerprint": base.fingerprint.as_dict()}
         manifest = {
@@ -110,28 +137,41 @@ class AdapterRegistry:
             **fitted,
             **manifest,
         }
-        version = (self.versions(name) or [0])[-1] + 1
-        target = self.root / name / str(version)
-        staging = self.root / name / f".{version}.staging"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(source, staging, symlinks=False, ignore=shutil.ignore_patterns(MANIFEST))
-        record = {"name": name, "version": version, "created_at": datetime.now(UTC).isoformat()}
-        (staging / MANIFEST).write_text(json.dumps({**manifest, **record}, indent=2) + "\n")
-        staging.rename(target)
-        return AdapterVersion(name, version, target)
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".staging", dir=self.root))
+        try:
+            # Links are copied as links and refused again: one made after the check above
+            # must not be followed either.
+            copy = shutil.ignore_patterns(MANIFEST)
+            shutil.copytree(source, staging / "copy", symlinks=True, ignore=copy)
+            _check_plain_files(staging / "copy")
+            with self._locked():
+                folder = self._inside(self.root / name)
+                folder.mkdir(exist_ok=True)
+                taken = [int(p.name) for p in folder.iterdir() if _VERSION.fullmatch(p.name)]
+                version = max(taken, default=0) + 1
+                created = datetime.now(UTC).isoformat()
+                record = {"name": name, "version": version, "created_at": created}
+                text = json.dumps({**manifest, **record}, indent=2) + "\n"
+                (staging / "copy" / MANIFEST).write_text(text, encoding="utf-8")
+                (staging / "copy").rename(folder / str(version))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return AdapterVersion(name, version, folder / str(version))
 
     def remove(self, ref: str) -> list[AdapterVersion]:
         """Deletes one version (`name@version`) or every version of a name."""
         name, version = parse_ref(ref)
-        doomed = [self.resolve(f"{name}@{v}") for v in self.versions(name) if version in (None, v)]
-        if not doomed:
-            raise RegistryError(f"no adapter {ref!r}")
-        for adapter in doomed:
-            self._inside(adapter.path)
-            shutil.rmtree(adapter.path)
-        folder = self.root / name
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+        with self._locked():
+            versions = self.versions(name)
+            doomed = [self.resolve(f"{name}@{v}") for v in versions if version in (None, v)]
+            if not doomed:
+                raise RegistryError(f"no adapter {ref!r}")
+            for adapter in doomed:
+                shutil.rmtree(adapter.path)
+            folder = self.root / name
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         return doomed
 
     def record(self, ref: str, key: str, value: Any) -> None:
@@ -143,15 +183,27 @@ class AdapterRegistry:
         temporary.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         temporary.replace(adapter.path / MANIFEST)
 
-    def _inside(self, path: Path) -> None:
-        if not path.resolve().is_relative_to(self.root.resolve()):
-            raise RegistryError(f"{path} is outside the adapters folder")
+    def _inside(self, path: Path) -> Path:
+        """The path, when it is no symlink and resolves inside the root; else RegistryError."""
+        if path.is_symlink() or not path.resolve().is_relative_to(self.root.resolve()):
+            raise RegistryError(f"{path} is a symlink or outside the adapters folder")
+        return path
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The registry's lock: one process at a time numbers, renames or removes versions."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".registry.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
 
 def read_adapter_config(folder: Path) -> dict[str, Any]:
-    """A PEFT adapter folder's adapter_config.json, or a RegistryError saying what is missing."""
+    """A PEFT adapter folder's adapter_config.json, or a RegistryError saying what is missing
+    or refused (a symlink or special file anywhere in it, a rank that is no positive integer)."""
     if not folder.is_dir():
         raise RegistryError(f"{folder} is not a folder")
+    _check_plain_files(folder)
     config_file = folder / "adapter_config.json"
     if not config_file.is_file():
         raise RegistryError(f"{folder} is not a PEFT adapter folder (no adapter_config.json)")
@@ -161,9 +213,26 @@ def read_adapter_config(folder: Path) -> dict[str, Any]:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise RegistryError(f"{config_file} is not valid JSON: {error}") from error
+    if not isinstance(config, dict):
+        raise RegistryError(f"{config_file} is not a JSON object")
     if config.get("peft_type") != "LORA":
         raise RegistryError(f"{folder} is a {config.get('peft_type')} adapter, not LoRA")
+    lora_rank(config, config_file)
     return dict(config)
+
+
+def _check_plain_files(folder: Path) -> None:
+    """RegistryError when anything under folder is a symlink or neither file nor folder: a link
+    would be copied as the content it points to (a secret, a whole outside tree)."""
+    for parent, folders, files in os.walk(folder):
+        for entry in (*folders, *files):
+            path = Path(parent, entry)
+            if path.is_symlink():
+                raise RegistryError(
+                    f"{path} is a symlink; adapter folders must hold plain files (`cp -rL` one)"
+                )
+            if not (path.is_dir() or path.is_file()):
+                raise RegistryError(f"{path} is not a regular file")
 
 
 def fits(manifest: dict[str, Any], base: BaseModel) -> bool:
@@ -206,8 +275,8 @@ def validate_foreign(
     mismatch += f" {base.describe()}"
     if _model_name(claimed) != _model_name(base.source):
         raise RegistryError(mismatch)
-    rank = int(config.get("r") or 0)
-    if not 0 < rank <= max_rank:
+    rank = lora_rank(config, folder)
+    if rank > max_rank:
         raise RegistryError(f"adapter rank {rank} is outside 1..{max_rank} (the server's max)")
     targets = config.get("target_modules") or []
     unknown = sorted(set(targets) - set(linear)) if isinstance(targets, list) else []

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from evaluation.tasks import TaskError
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -68,8 +70,16 @@ class HttpBackend:
         return _reply(response.json(), latency)
 
     def adapters(self) -> dict[str, str | None]:
-        """Each configuration's adapter, as /v1/models reports it."""
-        models = self._client.get("/v1/models").json()["data"]
+        """Each configuration's adapter, as /v1/models reports it; TaskError when refused."""
+        response = self._client.get("/v1/models")
+        if response.status_code == 401:
+            raise TaskError(
+                "the server wants an API key (ladder eval --api-key or LADDER_EVAL_API_KEY):"
+                f" {response.text[:300]}"
+            )
+        if response.status_code != 200:
+            raise TaskError(f"/v1/models: HTTP {response.status_code}: {response.text[:300]}")
+        models = response.json()["data"]
         return {m["id"]: (m.get("metadata") or {}).get("adapter") for m in models}
 
     def close(self) -> None:
@@ -77,6 +87,8 @@ class HttpBackend:
         self._client.__exit__(None, None, None)
 
 
-def over_http(url: str, timeout_s: float = 600.0) -> HttpBackend:
-    """A running ladder server."""
-    return HttpBackend(httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s))
+def over_http(url: str, api_key: str | None = None, timeout_s: float = 600.0) -> HttpBackend:
+    """A running ladder server, called with `Authorization: Bearer <api_key>` when given."""
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, headers=headers)
+    return HttpBackend(client)

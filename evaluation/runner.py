@@ -239,9 +239,9 @@ class EvalRun:
         self.general_examples: list[EvalExample] = []
         self.base_model: dict[str, Any] | None = None
 
-    def connect(self, url: str) -> None:
+    def connect(self, url: str, api_key: str | None = None) -> None:
         """Evaluates a running server's rungs (no forgetting check); TaskError if refused."""
-        server = over_http(url)
+        server = over_http(url, api_key)
         self.backend = server
         self._admit(server.adapters(), {name: url for name in self.chosen})
 

@@ -37,6 +37,10 @@ class InvalidCollectionName(ValueError):
     """A collection name Chroma would refuse."""
 
 
+class WriteRefused(Exception):
+    """Chroma refused the chunks themselves (not the connection): the document is at fault."""
+
+
 @dataclass(frozen=True)
 class IndexLocation:
     """Where the index lives: a Chroma server when url is set, else the embedded database."""
@@ -61,6 +65,17 @@ def validate_collection_name(name: str) -> str:
             " starting and ending with a letter or digit"
         )
     return name
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """Translates Chroma's refusal of the data (checked before anything is written)."""
+    from chromadb.errors import InvalidArgumentError
+
+    try:
+        yield
+    except (InvalidArgumentError, ValueError, TypeError) as error:
+        raise WriteRefused(f"Chroma refused the chunks: {error}") from error
 
 
 @contextmanager
@@ -126,6 +141,7 @@ class Index:
         self._embedder = embedder
         self._lexical: dict[str, _LexicalCache] = {}
         self._lexical_lock = threading.Lock()
+        self._max_batch_size: int | None = None
 
     @property
     def embedder(self) -> Embedder:
@@ -168,6 +184,17 @@ class Index:
             )
         return found
 
+    def max_batch_size(self) -> int:
+        """The most records Chroma takes in one write (embedded: SQLite's variable limit)."""
+        if self._max_batch_size is None:
+            with _chroma_errors():
+                self._max_batch_size = max(1, int(self._client.get_max_batch_size()))
+        return self._max_batch_size
+
+    def _batches(self, count: int) -> Iterator[slice]:
+        step = self.max_batch_size()
+        return (slice(start, start + step) for start in range(0, count, step))
+
     def count(self, name: str) -> int:
         """How many chunks the collection holds."""
         with _chroma_errors(name):
@@ -206,22 +233,28 @@ class Index:
         texts: Sequence[str],
         metadatas: Sequence[Mapping[str, MetadataValue]],
     ) -> None:
-        """Writes chunks with their vectors; an existing id is overwritten."""
+        """Writes chunks with their vectors, in batches Chroma accepts; an existing id is
+        overwritten. Raises WriteRefused when Chroma refuses the chunks themselves."""
         if not ids:
             return
-        with _chroma_errors(name):
-            self.collection(name, create=True).upsert(
-                ids=list(ids),
-                embeddings=embeddings,
-                documents=list(texts),
-                metadatas=[dict(metadata) for metadata in metadatas],
-            )
+        collection = self.collection(name, create=True)
+        for batch in self._batches(len(ids)):
+            with _chroma_errors(name), _refusals():
+                collection.upsert(
+                    ids=list(ids[batch]),
+                    embeddings=embeddings[batch],
+                    documents=list(texts[batch]),
+                    metadatas=[dict(metadata) for metadata in metadatas[batch]],
+                )
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
-        """Deletes chunks by id."""
-        if ids:
+        """Deletes chunks by id, in batches Chroma accepts."""
+        if not ids:
+            return
+        collection = self.collection(name)
+        for batch in self._batches(len(ids)):
             with _chroma_errors(name):
-                self.collection(name).delete(ids=list(ids))
+                collection.delete(ids=list(ids[batch]))
 
     def search(
         self,

@@ -8,6 +8,7 @@ run killed at any point is repaired by the next one.
 from __future__ import annotations
 
 import os
+import stat
 import time
 import uuid
 from collections import defaultdict
@@ -19,8 +20,20 @@ from pathlib import Path
 import numpy as np
 
 from ingest.chunking import Chunk, Chunker, ChunkingOptions, chunk_id, content_hash
-from ingest.index import CollectionNotFound, Index, MetadataValue, validate_collection_name
-from ingest.readers import SUPPORTED_SUFFIXES, DocumentRejected, ParsedDocument, read_document
+from ingest.index import (
+    CollectionNotFound,
+    Index,
+    MetadataValue,
+    WriteRefused,
+    validate_collection_name,
+)
+from ingest.readers import (
+    SUPPORTED_SUFFIXES,
+    DocumentRejected,
+    ParsedDocument,
+    ReadLimits,
+    read_document,
+)
 
 Outcome = str  # "added" | "updated" | "unchanged" | "skipped" | "failed"
 
@@ -59,6 +72,7 @@ class IngestOptions:
     """The job's limits and batching."""
 
     chunking: ChunkingOptions = field(default_factory=ChunkingOptions)
+    reading: ReadLimits = field(default_factory=ReadLimits)
     max_file_bytes: int = 20_000_000
     embed_batch_size: int = 64
     # Chunks gathered before one embed call: sentence-transformers sorts a call's texts by length,
@@ -96,9 +110,41 @@ def discover(root: Path) -> tuple[list[tuple[str, Path]], list[FileIssue]]:
                 passed_over.append(
                     FileIssue(relative, f"unsupported type {path.suffix or '(none)'}")
                 )
+            elif (kind := _special_kind(path)) is not None:
+                passed_over.append(FileIssue(relative, f"not a regular file ({kind})"))
             else:
                 found.append((relative, path))
     return found, passed_over
+
+
+def _special_kind(path: Path) -> str | None:
+    """What a path is when it exists and is not a regular file (a FIFO blocks a reader)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # reading it says why
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "device"))
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def _read_bytes(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes; raises DocumentRejected unless it is a regular file within max_bytes.
+
+    Opened without blocking and checked on the open descriptor, so a file swapped for a FIFO or
+    grown after discovery is refused too.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as handle:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise DocumentRejected("not a regular file")
+        raw = handle.read(max_bytes + 1) if status.st_size <= max_bytes else b""
+    if status.st_size > max_bytes or len(raw) > max_bytes:
+        size = max(status.st_size, len(raw))
+        raise DocumentRejected(f"over the size limit ({size} > {max_bytes} bytes)")
+    return raw
 
 
 def _stored_documents(
@@ -174,12 +220,7 @@ class IngestJob:
     ) -> _Pending | Outcome:
         """Reads and chunks a new or changed file; else says what became of it."""
         try:
-            size = path.stat().st_size
-            if size > self.options.max_file_bytes:
-                raise DocumentRejected(
-                    f"over the size limit ({size} > {self.options.max_file_bytes} bytes)"
-                )
-            raw = path.read_bytes()
+            raw = _read_bytes(path, self.options.max_file_bytes)
         except DocumentRejected as error:
             summary.skipped.append(FileIssue(relative, str(error)))
             return "skipped"
@@ -191,7 +232,7 @@ class IngestJob:
             summary.unchanged += 1
             return "unchanged"
         try:
-            document = read_document(path, raw)
+            document = read_document(path, raw, self.options.reading)
             chunks = self._chunker.split(relative, document, document_hash)
         except DocumentRejected as error:
             summary.skipped.append(FileIssue(relative, str(error)))
@@ -228,13 +269,20 @@ class IngestJob:
         ingested_at = datetime.now(UTC).isoformat(timespec="seconds")
         for item in pending:
             ids = [chunk.id for chunk in item.chunks]
-            self.index.upsert(
-                collection,
-                ids,
-                np.stack([vectors[chunk.text_hash] for chunk in item.chunks]),
-                [chunk.text for chunk in item.chunks],
-                [_metadata(item, chunk, ingested_at) for chunk in item.chunks],
-            )
+            try:
+                self.index.upsert(
+                    collection,
+                    ids,
+                    np.stack([vectors[chunk.text_hash] for chunk in item.chunks]),
+                    [chunk.text for chunk in item.chunks],
+                    [_metadata(item, chunk, ingested_at) for chunk in item.chunks],
+                )
+            except WriteRefused as error:  # this document's fault: the run goes on
+                # Its batches already written go; its stored version stays whole.
+                self.index.delete(collection, sorted(set(ids) - set(stored.get(item.doc_id, {}))))
+                summary.failed.append(FileIssue(item.doc_id, str(error)))
+                report(item.doc_id, "failed")
+                continue
             stale = sorted(set(stored.get(item.doc_id, {})) - set(ids))
             self.index.delete(collection, stale)
             setattr(summary, item.outcome, getattr(summary, item.outcome) + 1)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from pypdf import PageObject
 
 SUPPORTED_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".html", ".htm", ".pdf"})
-_MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _HTML_HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
 _HTML_BLOCKS = ("p", "li", "td", "th", "pre", "blockquote", "dt", "dd", "figcaption")
 
@@ -25,6 +29,15 @@ class Section:
 
 
 @dataclass(frozen=True)
+class ReadLimits:
+    """Bounds on what one file may expand to: a PDF's compressed pages can hold far more text
+    than its bytes on disk."""
+
+    max_pdf_pages: int = 2_000
+    max_pdf_chars: int = 5_000_000
+
+
+@dataclass(frozen=True)
 class ParsedDocument:
     """A readable document: its title and its sections in order."""
 
@@ -33,13 +46,13 @@ class ParsedDocument:
     format: str
 
 
-def read_document(path: Path, raw: bytes) -> ParsedDocument:
+def read_document(path: Path, raw: bytes, limits: ReadLimits | None = None) -> ParsedDocument:
     """Parses a file's bytes by its suffix; raises DocumentRejected for bad input."""
     suffix = path.suffix.lower()
     if not raw.strip():
         raise DocumentRejected("empty file")
     if suffix == ".pdf":
-        document = _read_pdf(raw, path)
+        document = _read_pdf(raw, path, limits or ReadLimits())
     else:
         text = _decode_text(raw)
         if suffix in (".html", ".htm"):
@@ -83,18 +96,35 @@ def _read_markdown(text: str, path: Path) -> ParsedDocument:
     for line in text.split("\n"):
         if line.lstrip().startswith(("```", "~~~")):
             in_fence = not in_fence
-        match = None if in_fence else _MD_HEADING.match(line)
-        if match is None:
+        heading = None if in_fence else markdown_heading(line)
+        if heading is None:
             lines.append(line)
             continue
         flush()
-        level, name = len(match.group(1)), match.group(2).strip()
+        level, name = heading
         title = title or name if level == 1 else title
         while stack and stack[-1][0] >= level:
             stack.pop()
         stack.append((level, name))
     flush()
     return ParsedDocument(title or _default_title(path), tuple(sections), "markdown")
+
+
+def markdown_heading(line: str) -> tuple[int, str] | None:
+    """An ATX heading's level and name (closing #s dropped), or None.
+
+    Written with string methods, not a regular expression: `(.+?)\\s*#*\\s*$` backtracks
+    cubically on a long run of spaces. Matches what that pattern matched, name for name.
+    """
+    marks = len(line) - len(line.lstrip("#"))
+    after = line[marks:]
+    rest = after.lstrip()
+    if not 1 <= marks <= 6 or rest == after:
+        return None
+    if not rest:  # only whitespace after the marks: a heading with an empty name
+        return (marks, "") if len(after) >= 2 else None
+    name = rest.rstrip().rstrip("#").rstrip()
+    return marks, name or rest[0]
 
 
 def _read_html(text: str, path: Path) -> ParsedDocument:
@@ -132,17 +162,21 @@ def _read_html(text: str, path: Path) -> ParsedDocument:
     return ParsedDocument(title or _default_title(path), tuple(sections), "html")
 
 
-def _read_pdf(raw: bytes, path: Path) -> ParsedDocument:
+def _read_pdf(raw: bytes, path: Path, limits: ReadLimits) -> ParsedDocument:
     import io
 
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import PyPdfError
 
     try:
         reader = PdfReader(io.BytesIO(raw))
-        pages = [page.extract_text() or "" for page in reader.pages]
+        if len(reader.pages) > limits.max_pdf_pages:
+            raise DocumentRejected(
+                f"over the page limit ({len(reader.pages)} > {limits.max_pdf_pages} pages)"
+            )
+        pages = _pdf_page_texts(reader.pages, limits.max_pdf_chars)
         meta_title = reader.metadata.title if reader.metadata else None
-    except (PdfReadError, ValueError, KeyError, TypeError) as error:
+    except (PyPdfError, ValueError, KeyError, TypeError) as error:
         raise DocumentRejected(f"unreadable PDF ({error})") from error
     sections = tuple(
         Section((f"page {number}",), text.strip())
@@ -150,3 +184,17 @@ def _read_pdf(raw: bytes, path: Path) -> ParsedDocument:
         if text.strip()
     )
     return ParsedDocument(str(meta_title or _default_title(path)), sections, "pdf")
+
+
+def _pdf_page_texts(pages: Iterable[PageObject], max_chars: int) -> list[str]:
+    """Each page's text; stops as soon as the text passes max_chars, while pypdf produces it,
+    so the work and memory a file costs follow the limit, not what its streams decompress to."""
+    extracted = 0
+
+    def count(text: str, *_: object) -> None:
+        nonlocal extracted
+        extracted += len(text)
+        if extracted > max_chars:
+            raise DocumentRejected(f"over the text limit (more than {max_chars} characters)")
+
+    return [page.extract_text(visitor_text=count) or "" for page in pages]

@@ -3,12 +3,15 @@
 LadderError
  ├── InvalidRequest           400 invalid_request_error
  │    ├── ContextTooLong      400 (the conversation cannot fit the model's window)
- │    └── InvalidChange       400 (an experiment change refused; the old state keeps serving)
+ │    ├── InvalidChange       400 (an experiment change refused; the old state keeps serving)
+ │    └── UnknownHost         400 (a Host header LADDER_ALLOWED_HOSTS does not name)
  ├── AuthenticationError      401
+ ├── PermissionDenied         403 (feedback on a response served to another caller)
  ├── NotFound                 404 (unknown configuration, adapter, experiment)
  │    └── UnknownResponse     404 (feedback for a response no experiment served)
  ├── PayloadTooLarge          413
  ├── RateLimited              429
+ ├── HeadersTooLarge          431
  ├── ConfigurationError       start-up error in the configurations file (never served)
  ├── RetrievalError           503 (the index cannot be read)
  ├── StateUnavailable         503 (the experiments database is locked or down)
@@ -47,10 +50,20 @@ class InvalidChange(InvalidRequest):
     code = "invalid_change"
 
 
+class UnknownHost(InvalidRequest):
+    code = "invalid_host"
+
+
 class AuthenticationError(LadderError):
     status_code = 401
     error_type = "authentication_error"
     code = "invalid_api_key"
+
+
+class PermissionDenied(LadderError):
+    status_code = 403
+    error_type = "permission_error"
+    code = "permission_denied"
 
 
 class NotFound(LadderError):
@@ -67,6 +80,12 @@ class PayloadTooLarge(LadderError):
     status_code = 413
     error_type = "invalid_request_error"
     code = "request_too_large"
+
+
+class HeadersTooLarge(LadderError):
+    status_code = 431
+    error_type = "invalid_request_error"
+    code = "request_headers_too_large"
 
 
 class RateLimited(LadderError):

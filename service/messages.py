@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+# Temperatures below this sample greedily (vLLM's own threshold): dividing logits by 1e-300
+# overflows to inf and NaN, which no sampler can draw from.
+GREEDY_BELOW = 1e-5
+
 
 @dataclass(frozen=True)
 class ChatMessage:

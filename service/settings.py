@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(
         20_000_000, ge=1, description="Files larger than this are skipped by ingestion."
     )
+    max_pdf_pages: int = Field(
+        2_000, ge=1, description="PDFs with more pages than this are skipped by ingestion."
+    )
+    max_pdf_chars: int = Field(
+        5_000_000,
+        ge=1,
+        description="A PDF is skipped once its extracted text passes this many characters"
+        " (compressed pages can hold far more text than the file's bytes).",
+    )
     embed_batch_size: int = Field(64, ge=1, le=4096, description="Chunks per embedder batch.")
     ingest_flush_chunks: int = Field(
         512, ge=1, description="Chunks gathered per embed call before documents are written."
@@ -110,6 +119,9 @@ class Settings(BaseSettings):
     max_messages: int = Field(64, ge=1, description="Messages a request may carry.")
     max_message_chars: int = Field(32_000, ge=1, description="Characters in one message.")
     max_total_chars: int = Field(100_000, ge=1, description="Characters in all messages.")
+    max_model_chars: int = Field(
+        256, ge=1, description="Characters in a request's `model`; 400 beyond, before any lookup."
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Request body size.")
     debug_prompts: bool = Field(
         False, description="Let a request see its final prompt with the x-ladder-debug header."
@@ -117,7 +129,38 @@ class Settings(BaseSettings):
     api_keys: str | None = Field(
         None,
         description="Keys of /v1 (comma-separated; plain or sha256:<hex>); kept only as digests;"
-        " /v1 is open when unset.",
+        " /v1 is open when unset; a value with no keys in it stops start-up.",
+    )
+    allow_open: bool = Field(
+        False,
+        description="Let `ladder serve` serve /v1 without API keys on a non-loopback address"
+        " (logged as a warning); without it that is a start-up error.",
+    )
+    auth_failures_per_minute: int = Field(
+        10,
+        ge=1,
+        description="Failed API-key or admin-token attempts per client address per minute (per"
+        " process); beyond, the address gets 429 before its key is looked at.",
+    )
+    trusted_proxies: str | None = Field(
+        None,
+        description="Addresses or networks (comma-separated) of reverse proxies whose"
+        " X-Forwarded-For and X-Forwarded-Proto are believed; no one's when unset.",
+    )
+    max_header_bytes: int = Field(
+        16_384,
+        ge=1024,
+        le=1_048_576,
+        description="Request line and headers, bytes; the server refuses a larger head before"
+        " reading it all.",
+    )
+    max_headers: int = Field(
+        100, ge=8, le=10_000, description="Headers a request may carry; 431 beyond."
+    )
+    allowed_hosts: str | None = Field(
+        None,
+        description="Host header values served (comma-separated, `*.example.com` allowed;"
+        " loopback names always); any when unset.",
     )
     rate_limit_rpm: int | None = Field(
         None, ge=1, description="Requests per minute per key (or per address when keys are off)."
@@ -144,7 +187,16 @@ class Settings(BaseSettings):
         None, description="Experiments database (SQLAlchemy URL); SQLite under DATA_DIR if unset."
     )
     admin_token: str | None = Field(
-        None, min_length=16, description="Bearer token of /admin and /dashboard; off when unset."
+        None,
+        min_length=16,
+        description="Bearer token of /admin and /dashboard (surrounding spaces stripped; no"
+        " spaces or control characters inside); off when unset.",
+    )
+    dashboard_session_s: int = Field(
+        28_800, ge=60, le=604_800, description="Lifetime of a dashboard login, seconds."
+    )
+    metrics_token: str | None = Field(
+        None, min_length=16, description="Bearer token of /metrics; /metrics is open when unset."
     )
     prices: dict[str, tuple[float, float]] | None = Field(
         None,
@@ -169,7 +221,21 @@ class Settings(BaseSettings):
     @field_validator("api_keys")
     @classmethod
     def _keys_as_digests(cls, value: str | None) -> str | None:
-        return (digest_setting(value) or None) if value else None
+        if value is None:
+            return None
+        digests = digest_setting(value)
+        if not digests:
+            raise ValueError("names no key (unset it to serve /v1 without keys)")
+        return digests
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _token_stripped(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if any(c.isspace() or not c.isprintable() for c in value):
+                raise ValueError("must not contain spaces or control characters")
+        return value
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Settings:

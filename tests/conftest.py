@@ -25,6 +25,7 @@ from ingest.index import Index, IndexLocation
 from ingest.pipeline import IngestJob
 from tests.support.paths import CORPUS_DOCS, TrainedAdapter, ingest_options
 from tests.support.processes import free_port, stop_process, wait_for_http
+from tests.support.scheduling import work_unit
 
 # The experiment tests' fixtures (a database of each kind, a live app).
 pytest_plugins = ["tests.support.experiments"]
@@ -67,8 +68,9 @@ def slow_because(item: pytest.Item) -> str | None:
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by these marks
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Marks slow tests (and vLLM ones) from what they use, and gives them a longer timeout."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks slow tests (and vLLM ones) from what they use, and gives them a longer timeout;
+    in an xdist worker, also orders them for the two workers of `make test`."""
     for item in items:
         if "tests/vllm/" in item.nodeid:
             item.add_marker(pytest.mark.vllm)
@@ -80,6 +82,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S))
             elif item.get_closest_marker("slow"):
                 item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+    if hasattr(config, "workerinput"):
+        schedule_for_workers(items)
+
+
+def schedule_for_workers(items: list[pytest.Item]) -> None:
+    """Orders the tests for `make test`'s workers (`-n 2 --dist loadscope --no-loadscope-reorder`,
+    units from tests/support/scheduling.py), longest units first so none starts last: vLLM, then
+    modules with a slow test, then the fast tier. The sort is stable: a module stays in order."""
+    rank: dict[str, int] = {}
+    for item in items:
+        tier = 0 if item.get_closest_marker("vllm") else 1 if item.get_closest_marker("slow") else 2
+        unit = work_unit(item.nodeid)
+        rank[unit] = min(rank.get(unit, 2), tier)
+    items.sort(key=lambda item: rank[work_unit(item.nodeid)])
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist may be absent or off (`-p no:xdist`)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """xdist hands out whole modules, all of vLLM as one (tests/support/scheduling.py)."""
+    from tests.support.scheduling import ModuleScheduling
+
+    return ModuleScheduling(config, log)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
-from adapters.registry import RegistryError
+from adapters.registry import InvalidRef, RegistryError
 from service.api.deps import AdminDep, ExperimentsDep, StateDep
 from service.api.state import ServiceState
 from service.engines.base import LoadsAdapters
-from service.errors import InvalidChange, NotFound
+from service.errors import InvalidChange, InvalidRequest, NotFound
 from service.experiments.protocol import (
     AuditEntry,
     ExperimentOut,
@@ -163,6 +163,8 @@ async def unload_adapter(ref: str, actor: AdminDep, state: StateDep) -> dict[str
         raise InvalidChange("unload names one version: name@version", param="ref")
     try:
         version = state.registry.resolve(ref)
+    except InvalidRef as error:
+        raise InvalidRequest(str(error), param="ref") from None
     except RegistryError as error:
         raise NotFound(str(error), param="ref") from None
     gone = await _adapter_loader(state).unload(version.ref)

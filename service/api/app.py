@@ -15,7 +15,7 @@ from service.api import admin, chat, dashboard, feedback, health
 from service.api.deps import admit_client
 from service.api.errors import install_error_handlers
 from service.api.guard import client_guard
-from service.api.middleware import BodySizeLimit
+from service.api.middleware import BodySizeLimit, ClientAdmission, RequestGate
 from service.api.state import ServiceState
 from service.chat.metrics import Metrics
 from service.chat.serving import ChatService, chat_limits
@@ -150,7 +150,15 @@ def create_app(
     if settings.admin_token:
         app.include_router(admin.router)
         app.include_router(dashboard.router)
+    # The last added runs first: the gate, then /v1 admission, then the body is read.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ClientAdmission)
+    app.add_middleware(
+        RequestGate,
+        allowed_hosts=settings.allowed_hosts,
+        max_headers=settings.max_headers,
+        max_header_bytes=settings.max_header_bytes,
+    )
     return app
 
 

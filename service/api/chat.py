@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from service.api.deps import ChatDep, ClientDep, StateDep
+from service.api.deps import ChatDep, ClientDep, StateDep, response_owner
 from service.api.guard import held
 from service.chat.protocol import (
     ChatCompletionRequest,
@@ -19,11 +18,12 @@ from service.chat.protocol import (
 )
 
 router = APIRouter()
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-def _request_id(given: str | None) -> str:
-    return given if given and _SAFE_ID.match(given) else f"chatcmpl-{uuid.uuid4().hex}"
+def _correlation_id(given: str | None) -> str | None:
+    """The client's X-Request-Id, kept only to correlate; it never becomes the response's id."""
+    return given if given and _SAFE_ID.fullmatch(given) else None
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
@@ -38,9 +38,13 @@ async def chat_completions(
 ) -> JSONResponse | StreamingResponse:
     """Answers through the layers of the configuration that `model` names, or through the arm
     of the experiment that captures `model`."""
-    request_id = _request_id(x_request_id)
+    correlation_id = _correlation_id(x_request_id)
     debug = x_ladder_debug in ("1", "true")
-    prepared = await chat.prepare(body, request_id, user_header=x_ladder_user, debug=debug)
+    owner = response_owner(caller, body.user or x_ladder_user)
+    prepared = await chat.prepare(
+        body, caller=owner, correlation_id=correlation_id, user_header=x_ladder_user, debug=debug
+    )
+    request_id = correlation_id or prepared.ticket.id
     headers = {"x-ladder-config": prepared.info.configuration, "x-request-id": request_id}
     if body.stream:
         release = state.guard.stream_slot(caller)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Cookie, Depends, Header, Request
-from fastapi.concurrency import run_in_threadpool
 
 from service.api.guard import same_secret
+from service.api.sessions import session_valid
 from service.api.state import ServiceState
 from service.chat.serving import ChatService
 from service.errors import AuthenticationError, NotFound
@@ -42,31 +42,46 @@ async def get_experiments(request: Request) -> ExperimentService:
 ADMIN_COOKIE = "ladder_admin"
 
 
+def client_address(request: Request) -> str:
+    """The client's address (a trusted proxy's X-Forwarded-For already applied by the server)."""
+    return request.client.host if request.client else "unknown"
+
+
 async def require_admin(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
     x_ladder_actor: Annotated[str | None, Header(max_length=128)] = None,
     ladder_admin: Annotated[str | None, Cookie()] = None,
 ) -> str:
-    """The actor of an admin request bearing LADDER_ADMIN_TOKEN (header or dashboard cookie)."""
-    expected = _state(request).settings.admin_token
-    scheme, _, given = (authorization or "").partition(" ")
-    offered = given.strip() if scheme.lower() == "bearer" else ladder_admin or ""
-    if not expected or not same_secret(offered, expected):
+    """The actor of an admin request bearing LADDER_ADMIN_TOKEN, or a dashboard session cookie;
+    failed attempts count against the client's address."""
+    state = _state(request)
+    expected = state.settings.admin_token
+    if not expected:
         raise AuthenticationError("a valid admin bearer token is required")
-    return x_ladder_actor or "admin-api"
+    scheme, _, given = (authorization or "").partition(" ")
+
+    def identify() -> str | None:
+        if scheme.lower() == "bearer":
+            accepted = same_secret(given.strip(), expected)
+        else:
+            accepted = ladder_admin is not None and session_valid(ladder_admin, expected)
+        return x_ladder_actor or "admin-api" if accepted else None
+
+    refusal = "a valid admin bearer token is required"
+    return state.guard.authenticated(client_address(request), identify, refusal)
 
 
-async def admit_client(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> str:
-    """The caller of a /v1 route, authenticated and rate-limited by the client guard (in a
-    worker thread only when the guard does I/O, as the Redis rate limit does)."""
-    address = request.client.host if request.client else "unknown"
-    guard = _state(request).guard
-    if guard.blocking:
-        return str(await run_in_threadpool(guard.admit, authorization, address))
-    return str(guard.admit(authorization, address))
+async def admit_client(request: Request) -> str:
+    """The caller of a /v1 route, as ClientAdmission admitted it before the body was read."""
+    caller: str = request.state.caller
+    return caller
+
+
+def response_owner(caller: str, user: str | None) -> str:
+    """Who may score a response: the API key it was served to; with keys off, the user it was
+    served to (OpenAI's `user`, else X-Ladder-User), else the client's address."""
+    return f"user:{user}" if user and not caller.startswith("key:") else caller
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]

@@ -1,13 +1,15 @@
 """Who may call /v1 and how much: API keys kept only as SHA-256 digests, a token bucket per
 caller (key digest, or client address when keys are off), in process or shared by every replica
-through Redis, and concurrent streams per caller."""
+through Redis, failed authentications per address, and concurrent streams per caller."""
 
 from __future__ import annotations
 
 import hmac
 import logging
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -49,27 +51,52 @@ class _Bucket:
 
 @dataclass
 class TokenBuckets:
-    """A token bucket per caller: `per_minute` tokens, refilled continuously, burst included."""
+    """A token bucket per caller: `per_minute` tokens, refilled continuously, burst included.
+
+    At most `max_tracked` callers are kept; a new one evicts the least recently seen, so a flood
+    of addresses neither grows memory without end nor frees the callers being limited.
+    """
 
     per_minute: int
     clock: Callable[[], float] = time.monotonic
+    max_tracked: int = _MAX_TRACKED
     blocking: ClassVar[bool] = False
-    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+    _buckets: OrderedDict[str, _Bucket] = field(default_factory=OrderedDict)
+    # Worker threads call in too when the guard's other limiter waits on Redis.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self, caller: str) -> float | None:
         """Takes one token; None when granted, else the seconds until one is free."""
-        now, rate = self.clock(), self.per_minute / 60.0
+        return self._step(caller, take=True)
+
+    def wait(self, caller: str) -> float | None:
+        """Takes nothing; None when the caller has a token now, else the seconds until one."""
+        return self._step(caller, take=False)
+
+    def _step(self, caller: str, *, take: bool) -> float | None:
+        with self._lock:
+            bucket = self._refilled(caller)
+            if bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0 if take else 0.0
+                return None
+            return (1.0 - bucket.tokens) * 60.0 / self.per_minute
+
+    def _refilled(self, caller: str) -> _Bucket:
+        now = self.clock()
         bucket = self._buckets.get(caller)
         if bucket is None:
-            if len(self._buckets) >= _MAX_TRACKED:
-                self._buckets.clear()  # a flood of addresses must not grow memory without end
             bucket = self._buckets[caller] = _Bucket(float(self.per_minute), now)
-        bucket.tokens = min(self.per_minute, bucket.tokens + (now - bucket.updated) * rate)
+            if len(self._buckets) > self.max_tracked:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(caller)
+        refill = (now - bucket.updated) * self.per_minute / 60.0
+        bucket.tokens = min(self.per_minute, bucket.tokens + refill)
         bucket.updated = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return None
-        return (1.0 - bucket.tokens) / rate
+        return bucket
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
 
 class RateLimiter(Protocol):
@@ -180,6 +207,28 @@ class StreamSlots:
         return self._open.get(caller, 0)
 
 
+@dataclass
+class FailedLogins:
+    """Failed authentications per client address (API key or admin token): an address over the
+    limit gets 429 before its credentials are looked at, so keys cannot be guessed at speed."""
+
+    buckets: TokenBuckets
+
+    def check(self, address: str) -> None:
+        """RateLimited while the address has no failed attempt left."""
+        wait = self.buckets.wait(address)
+        if wait is not None:
+            raise RateLimited(
+                f"over {self.buckets.per_minute} failed authentications per minute from this"
+                " address",
+                retry_after=math.ceil(wait),
+            )
+
+    def failed(self, address: str) -> None:
+        """Counts one failed attempt of the address."""
+        self.buckets.take(address)
+
+
 class ClientGuard:
     """Authenticates and meters callers of /v1; each part is off when its setting is unset."""
 
@@ -188,20 +237,37 @@ class ClientGuard:
         keys: ApiKeys | None,
         limiter: RateLimiter | None,
         streams: StreamSlots | None,
+        failures: FailedLogins | None = None,
     ) -> None:
         self.keys = keys
         self.limiter = limiter
         self.streams = streams
+        self.failures = failures
+
+    def authenticated(self, address: str, identify: Callable[[], str | None], refusal: str) -> str:
+        """What identify() finds; AuthenticationError (counted against the address) when it
+        finds nothing, RateLimited without calling it while the address is over its failures."""
+        if self.failures is not None:
+            self.failures.check(address)
+        identity = identify()
+        if identity is None:
+            if self.failures is not None:
+                self.failures.failed(address)
+            raise AuthenticationError(refusal)
+        return identity
 
     def admit(self, authorization: str | None, address: str) -> str:
         """The caller's identity (key digest, or `ip:<address>` when keys are off)."""
         caller = f"ip:{address}"
-        if self.keys is not None:
+        keys = self.keys
+        if keys is not None:
             scheme, _, offered = (authorization or "").partition(" ")
-            digest = self.keys.identify(offered.strip()) if scheme.lower() == "bearer" else None
-            if digest is None:
-                raise AuthenticationError("a valid API key is required (Authorization: Bearer)")
-            caller = f"key:{digest}"
+
+            def identify() -> str | None:
+                return keys.identify(offered.strip()) if scheme.lower() == "bearer" else None
+
+            refusal = "a valid API key is required (Authorization: Bearer)"
+            caller = f"key:{self.authenticated(address, identify, refusal)}"
         if self.limiter is not None:
             wait = self.limiter.take(caller)
             if wait is not None:
@@ -245,6 +311,7 @@ def client_guard(settings: Settings) -> ClientGuard:
         ApiKeys(settings.api_keys) if settings.api_keys else None,
         limiter,
         StreamSlots(settings.max_streams_per_key) if settings.max_streams_per_key else None,
+        FailedLogins(TokenBuckets(settings.auth_failures_per_minute)),
     )
 
 

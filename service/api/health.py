@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol, runtime_checkable
+from typing import Annotated, Protocol, runtime_checkable
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, Response
 
 from service.api.deps import StateDep
+from service.api.guard import same_secret
 from service.api.state import ServiceState
 from service.engines.base import Engine
+from service.errors import AuthenticationError
 
 router = APIRouter()
 
@@ -61,6 +63,13 @@ async def _index_problem(state: ServiceState) -> str | None:
 
 
 @router.get("/metrics")
-async def metrics(state: StateDep) -> Response:
-    """Prometheus text exposition."""
+async def metrics(
+    state: StateDep, authorization: Annotated[str | None, Header()] = None
+) -> Response:
+    """Prometheus text exposition; with LADDER_METRICS_TOKEN set, for its bearer only."""
+    expected = state.settings.metrics_token
+    if expected is not None:
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not same_secret(given.strip(), expected):
+            raise AuthenticationError("a valid metrics bearer token is required")
     return Response(state.chat.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from service.messages import ChatMessage, SamplingRequest
 
@@ -15,6 +15,24 @@ _PROMPT_ROLE: dict[str, Literal["system", "user", "assistant"]] = {
     "user": "user",
     "assistant": "assistant",
 }
+# torch.manual_seed and vLLM take a signed 64-bit seed; OpenAI's seeds are non-negative.
+MAX_SEED = 2**63 - 1
+
+
+def whole_text(value: str) -> str:
+    """The value, refused when it holds a lone surrogate (not Unicode text: no tokenizer, JSON
+    encoder or database can take it)."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(
+                f"holds a lone surrogate ({value[error.start]!r} at character {error.start})"
+            ) from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(whole_text)]
 
 
 class ChatMessageIn(BaseModel):
@@ -24,15 +42,18 @@ class ChatMessageIn(BaseModel):
 
     role: Literal["system", "user", "assistant", "developer"]
     content: str | list[dict[str, Any]] = Field(description="Text, or OpenAI text content parts.")
-    name: str | None = None
+    name: Text | None = None
 
     @field_validator("content")
     @classmethod
     def _text_parts_only(cls, value: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
-        if isinstance(value, list):
-            for part in value:
-                if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise ValueError("only text content parts are supported")
+        if isinstance(value, str):
+            whole_text(value)
+            return value
+        for part in value:
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise ValueError("only text content parts are supported")
+            whole_text(part["text"])
         return value
 
     def text(self) -> str:
@@ -53,17 +74,17 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(min_length=1, description="The configuration (or experiment) to use.")
+    model: Text = Field(min_length=1, description="The configuration (or experiment) to use.")
     messages: list[ChatMessageIn] = Field(min_length=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = Field(None, max_length=256)
+    user: Text | None = Field(None, max_length=256)
     n: int = Field(1, ge=1, le=1, description="Only one choice is generated.")
 
     @field_validator("stop")
@@ -71,6 +92,8 @@ class ChatCompletionRequest(BaseModel):
     def _at_most_four_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
         if isinstance(value, list) and (len(value) > 4 or any(not s for s in value)):
             raise ValueError("stop takes at most 4 non-empty strings")
+        for stop in [value] if isinstance(value, str) else value or []:
+            whole_text(stop)
         return value
 
     def stop_list(self) -> tuple[str, ...] | None:
@@ -82,6 +105,10 @@ class ChatCompletionRequest(BaseModel):
     def token_limit(self) -> int | None:
         """max_completion_tokens, or the older max_tokens."""
         return self.max_completion_tokens or self.max_tokens
+
+    def token_limit_field(self) -> str:
+        """The field token_limit() comes from, as the client named it."""
+        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
 
     def conversation(self) -> tuple[ChatMessage, ...]:
         """The client's messages as prompt messages (a developer message is a system one)."""

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from ingest.index import CollectionNotFound, Index, IndexUnavailable
 from ingest.passage import RetrievedPassage
-from service.chat.metrics import Metrics
+from service.chat.metrics import UNKNOWN_MODEL, Metrics
 from service.chat.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -27,7 +28,7 @@ from service.chat.protocol import (
 )
 from service.chat.streaming import DONE, ChunkWriter, chained, error_line, usage_out
 from service.engines.base import Engine, GenerationRequest, TextDelta, Usage
-from service.errors import LadderError, NotFound, PayloadTooLarge, RetrievalError
+from service.errors import InvalidRequest, LadderError, NotFound, PayloadTooLarge, RetrievalError
 from service.experiments.service import ExperimentService, Route
 from service.experiments.traffic import ArmOutcome
 from service.routing import plan as router
@@ -39,11 +40,13 @@ log = logging.getLogger("ladder.chat")
 
 @dataclass(frozen=True)
 class ChatLimits:
-    """Request limits (413 beyond them) and the model's window."""
+    """Request limits and the model's window: 413 beyond the size limits, 400 for a `model`
+    name or a token limit out of range."""
 
     max_messages: int = 64
     max_message_chars: int = 32_000
     max_total_chars: int = 100_000
+    max_model_chars: int = 256
     max_tokens_ceiling: int = 2048
     context_window: int = 2048
     retrieval_timeout_s: float = 5.0
@@ -59,10 +62,17 @@ def chat_limits(settings: Settings, context_window: int | None = None) -> ChatLi
         max_messages=settings.max_messages,
         max_message_chars=settings.max_message_chars,
         max_total_chars=settings.max_total_chars,
+        max_model_chars=settings.max_model_chars,
         max_tokens_ceiling=settings.max_tokens_ceiling,
         context_window=context_window or settings.context_window or DEFAULT_CONTEXT_WINDOW,
         retrieval_timeout_s=settings.retrieval_timeout_s,
     )
+
+
+def response_id() -> str:
+    """A new response id: made here, never taken from the client (whose X-Request-Id is only
+    a correlation id), so no caller can choose, repeat or take over another's response."""
+    return f"chatcmpl-{uuid.uuid4().hex}"
 
 
 @dataclass
@@ -122,7 +132,7 @@ class ChatService:
         limits = self.limits
         if len(request.messages) > limits.max_messages:
             raise PayloadTooLarge(f"at most {limits.max_messages} messages", param="messages")
-        sizes = [len(str(message.content)) for message in request.messages]
+        sizes = [len(message.text()) for message in request.messages]
         if max(sizes) > limits.max_message_chars:
             raise PayloadTooLarge(
                 f"a message is over {limits.max_message_chars} characters", param="messages"
@@ -133,8 +143,9 @@ class ChatService:
             )
         limit = request.token_limit()
         if limit is not None and limit > limits.max_tokens_ceiling:
-            raise PayloadTooLarge(
-                f"max_tokens is over the ceiling of {limits.max_tokens_ceiling}", param="max_tokens"
+            field = request.token_limit_field()
+            raise InvalidRequest(
+                f"{field} is {limit}, over the ceiling of {limits.max_tokens_ceiling}", param=field
             )
 
     async def _retrieve(
@@ -164,19 +175,30 @@ class ChatService:
     async def prepare(
         self,
         request: ChatCompletionRequest,
-        request_id: str,
         *,
+        caller: str | None = None,
+        correlation_id: str | None = None,
         user_header: str | None = None,
         debug: bool = False,
     ) -> Prepared:
         """Routes, checks limits, retrieves and plans; a request refused here is observed and
-        its LadderError raised. `debug` asks for the final prompt (shown when debug prompts
-        are on)."""
-        ticket = Ticket(request_id, request.model)
+        its LadderError raised. The response gets a new id; `caller` (who may score it) and
+        the client's `correlation_id` are recorded with its exposure. `debug` asks for the
+        final prompt (shown when debug prompts are on)."""
+        ticket = Ticket(response_id(), request.model)
         try:
+            if len(request.model) > self.limits.max_model_chars:
+                raise InvalidRequest(
+                    f"model is over {self.limits.max_model_chars} characters", param="model"
+                )
             if self.experiments is not None:
                 ticket.route = await self.experiments.route(
-                    request.model, request.user, user_header, request_id
+                    request.model,
+                    request.user,
+                    user_header,
+                    ticket.id,
+                    owner=caller,
+                    correlation_id=correlation_id,
                 )
                 # The clock restarts once the arm is known: an arm's latency leaves out the
                 # write that recorded its exposure.
@@ -246,8 +268,11 @@ class ChatService:
         self, ticket: Ticket, status: str, plan: router.Plan | None, tokens: tuple[int, int]
     ) -> None:
         if plan is None:
-            # Refused before planning: counted under the model asked for, with no adapter.
-            self.metrics.requests.labels(ticket.model, "none", status).inc()
+            # Refused before planning: counted under the model asked for, with no adapter, when
+            # that model is served; a name from the client must not grow the metrics for good.
+            known = ticket.route is not None or self._configs().get(ticket.model) is not None
+            model = ticket.model if known else UNKNOWN_MODEL
+            self.metrics.requests.labels(model, "none", status).inc()
             return
         labels = (plan.configuration, plan.adapter or "base")
         self.metrics.requests.labels(*labels, status).inc()

@@ -59,11 +59,13 @@ def register(
 ) -> None:
     """Validates a foreign PEFT adapter against the configured base model and registers it."""
     from adapters.base_model import BaseModelUnavailable, linear_modules, resolve_base_model
-    from adapters.registry import RegistryError, validate_foreign
+    from adapters.registry import RegistryError, parse_ref, read_adapter_config, validate_foreign
     from service.cli.common import fail, settings
 
     config = settings()
     try:
+        parse_ref(name)  # the name and the folder first: they are refused without the model
+        read_adapter_config(path)
         base = resolve_base_model(config.base_model, config.cache_dir)
         validate_foreign(path, base, config.max_lora_rank, linear_modules(base.folder))
         origin = {"source": "registered", "origin": str(path)}

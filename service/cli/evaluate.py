@@ -46,6 +46,14 @@ def eval_command(
     ] = None,
     out_dir: Annotated[Path | None, typer.Option(help="Markdown table and chart folder.")] = None,
     url: Annotated[str | None, typer.Option(help="Evaluate a running server instead.")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LADDER_EVAL_API_KEY",
+            show_default=False,
+            help="The --url server's API key (sent as a bearer token).",
+        ),
+    ] = None,
     tasks_dir: Annotated[Path, typer.Option()] = Path("corpus/tasks"),
     seed: Annotated[int, typer.Option()] = 0,
     record: Annotated[bool, typer.Option(help="Write results into adapter manifests.")] = True,
@@ -66,7 +74,7 @@ def eval_command(
     run = EvalRun(settings(), loaded, chosen, goal, seed, limit)
     try:
         if url is not None:
-            run.connect(url)
+            run.connect(url, api_key)
         else:
             run.start(in_process, general, general_limit)
         outcome = run.execute()

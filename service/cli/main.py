@@ -13,11 +13,11 @@ from service.cli import ab as ab_commands
 from service.cli import adapters as adapters_commands
 from service.cli import evaluate as evaluate_command
 from service.cli import models as models_commands
+from service.cli import serve as serve_command
 from service.cli import train as train_command
 from service.cli import vllm as vllm_commands
 from service.cli.common import fail as _fail
 from service.cli.common import settings as _settings
-from service.settings import Settings
 
 app = typer.Typer(help="ladder: a chat service built as a ladder of layers.", no_args_is_help=True)
 
@@ -88,77 +88,10 @@ app.add_typer(models_commands.app, name="models")
 app.add_typer(adapters_commands.app, name="adapters")
 app.add_typer(vllm_commands.app, name="vllm")
 app.add_typer(ab_commands.app, name="ab")
+app.command("serve")(serve_command.serve)
 app.command("train")(train_command.train)
 app.command("eval")(evaluate_command.eval_command)
 app.command("eval-report")(evaluate_command.eval_report_command)
-
-
-def _ready_banner(host: str, port: int) -> str:
-    base = f"http://{host}:{port}"
-    body = '{"model": "rag", "messages": [{"role": "user", "content": "What does the K3 cost?"}]}'
-    return "\n".join(
-        [
-            f"ladder is starting on {base}; once it logs 'Application startup complete', try:",
-            f"  curl -s {base}/v1/chat/completions -H 'content-type: application/json' \\",
-            f"    -d '{body}'",
-            "  .venv/bin/python - <<'PY'",
-            "from openai import OpenAI",
-            f"client = OpenAI(base_url='{base}/v1', api_key='unused')",
-            "question = [{'role': 'user', 'content': 'What does the K3 cost?'}]",
-            "answer = client.chat.completions.create(model='rag', messages=question)",
-            "print(answer.choices[0].message.content)",
-            "PY",
-        ]
-    )
-
-
-@app.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (LADDER_HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (LADDER_PORT).")] = None,
-) -> None:
-    """Serves the OpenAI-compatible API."""
-    import logging
-
-    import uvicorn
-
-    settings = _settings()
-    if host is not None:
-        os.environ["LADDER_HOST"] = settings.host = host
-    if port is not None:
-        settings.port = port
-        os.environ["LADDER_PORT"] = str(port)
-    if settings.engine == "local" and settings.workers > 1:
-        raise _fail("the local engine runs in one process: LADDER_WORKERS must be 1")
-    _check_base_model(settings)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    typer.echo(_ready_banner(settings.host, settings.port))
-    uvicorn.run(
-        "service.api.app:app_from_environment",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level="info",
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=10,
-    )
-
-
-def _check_base_model(settings: Settings) -> None:
-    """Prepares the base model before the server starts (a GGUF converts here, with progress),
-    so a bad LADDER_BASE_MODEL or LADDER_CONTEXT_WINDOW is a one-line error, not a traceback."""
-    from service.engines.factory import load_base_model, model_window
-    from service.errors import ConfigurationError
-
-    try:
-        base = load_base_model(settings, progress=typer.echo)
-        model_window(settings, base)
-    except ConfigurationError as error:
-        raise _fail(str(error)) from None
-    typer.echo(f"base model: {base.describe()}")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from adapters.base_model import BaseModel, context_window, resolve_base_model
 from adapters.identity import IdentityAdapterError, build_identity_adapter
 from adapters.registry import AdapterRegistry, RegistryError, check_fits
 from service.engines.base import ChatMessage
+from service.engines.child_env import child_environment
 from service.engines.factory import model_window
 from service.engines.tokens import estimate_tokens
 from service.engines.vllm import ExpectedModel, Resolver, VllmEngine
@@ -92,9 +94,24 @@ def local_url(settings: Settings) -> str:
 
 
 def install(paths: RuntimePaths, progress: Progress) -> bool:
-    """Installs vLLM into its venv unless a finished install is recorded; True when it installed."""
+    """Installs vLLM into its venv unless a finished install is recorded; True when it installed.
+    Of two installs into one venv at once (two shells, two test workers), the second waits for
+    the first and then finds it done."""
     marker = paths.venv / INSTALLED_MARKER
-    if marker.is_file() and marker.read_text().strip() == VLLM_REQUIREMENT:
+    if _installed(marker):
+        return False
+    paths.venv.parent.mkdir(parents=True, exist_ok=True)
+    with paths.venv.with_name(f".{paths.venv.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _install_locked(paths, marker, progress)
+
+
+def _installed(marker: Path) -> bool:
+    return marker.is_file() and marker.read_text().strip() == VLLM_REQUIREMENT
+
+
+def _install_locked(paths: RuntimePaths, marker: Path, progress: Progress) -> bool:
+    if _installed(marker):
         return False
     marker.unlink(missing_ok=True)
     started = time.monotonic()
@@ -174,10 +191,10 @@ def server_command(settings: Settings, base: BaseModel, modules: dict[str, Path]
 
 
 def server_environment(settings: Settings) -> dict[str, str]:
-    """vLLM's environment: offline, CPU KV cache, runtime adapter loading, a private cache."""
+    """vLLM's environment: offline, CPU KV cache, runtime adapter loading, a private cache; of
+    ladder's own environment only what a process needs to run (no keys, tokens or URLs)."""
     paths = runtime_paths(settings)
-    return {
-        **os.environ,
+    own = {
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "OMP_WAIT_POLICY": "PASSIVE",
@@ -187,6 +204,7 @@ def server_environment(settings: Settings) -> dict[str, str]:
         "VLLM_CACHE_ROOT": str(paths.state_dir / "cache"),
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
     }
+    return child_environment(os.environ, own)
 
 
 def start(settings: Settings, progress: Progress) -> ServerStatus:

@@ -80,7 +80,11 @@ class AssignmentRow(Base):
 
 
 class ExposureRow(Base):
-    """One response served through an experiment, and its outcome once it finished."""
+    """One response served through an experiment, and its outcome once it finished.
+
+    `response_id` is the server's; `correlation_id` the client's X-Request-Id; `owner` the caller
+    it was served to (key digest, or address when keys are off), the only one whose feedback counts.
+    """
 
     __tablename__ = "exposures"
     __table_args__ = (Index("ix_exposures_experiment_arm", "experiment_id", "arm"),)
@@ -100,10 +104,12 @@ class ExposureRow(Base):
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     cost_usd: Mapped[float | None] = mapped_column(Float)
+    owner: Mapped[str | None] = mapped_column(String(300))
+    correlation_id: Mapped[str | None] = mapped_column(String(128))
 
 
 class FeedbackRow(Base):
-    """A user's score of one response; a second score of the same response replaces the first."""
+    """A score of one response by its owner; the owner's second score replaces the first."""
 
     __tablename__ = "feedback"
 

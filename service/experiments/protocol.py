@@ -81,6 +81,13 @@ class FeedbackRequest(BaseModel):
     response_id: str = Field(min_length=1, max_length=128, description="The response's `id`.")
     score: float = Field(description="+1 or -1 (thumbs), or a rating from 0 to 1.")
     comment: str | None = Field(None, max_length=4000)
+    user: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="With API keys off, the `user` the response was served to (or send "
+        "X-Ladder-User); only that user's score counts.",
+    )
 
     @field_validator("score")
     @classmethod

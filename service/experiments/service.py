@@ -142,10 +142,19 @@ class ExperimentService:
         return _Decision(live, self._sticky.get((live.stored.id, key)), key)
 
     async def route(
-        self, model: str, user: str | None, header: str | None, request_id: str
+        self,
+        model: str,
+        user: str | None,
+        header: str | None,
+        request_id: str,
+        *,
+        owner: str | None = None,
+        correlation_id: str | None = None,
     ) -> Route | None:
         """The arm a request is served by, stored (assignment and exposure) before it is.
 
+        `request_id` is the response's id (the server's); `owner` the caller it is served to,
+        the only one whose feedback on it counts; `correlation_id` the client's own id.
         When the database fails the request is served, uncounted, by the arm already known for
         its user, else by the control.
         """
@@ -153,14 +162,17 @@ class ExperimentService:
         if decision is None:
             return None
         spec = decision.live.stored.spec
+        served_to = (request_id, owner, correlation_id)
         try:
-            arm = await asyncio.to_thread(self._persist, decision, request_id)
+            arm = await asyncio.to_thread(self._persist, decision, *served_to)
         except (SQLAlchemyError, StateUnavailable) as error:
             arm = decision.arm or spec.control
             log.error("experiment %s not recorded, serving arm %s: %s", spec.name, arm, error)
         return Route(spec.arm(arm).configuration, spec.name, arm)
 
-    def _persist(self, decision: _Decision, request_id: str) -> str:
+    def _persist(
+        self, decision: _Decision, request_id: str, owner: str | None, correlation_id: str | None
+    ) -> str:
         stored, key = decision.live.stored, decision.key
         arm = decision.arm or decision.live.arm_by_bucket(key or request_id)
         exposure = Exposure(
@@ -171,6 +183,8 @@ class ExperimentService:
             key,
             stored.spec.status,
             stored.weights_version,
+            owner,
+            correlation_id,
         )
         if key is None or decision.arm is not None:
             traffic.expose(self.database, exposure)
@@ -207,10 +221,15 @@ class ExperimentService:
         if not future.cancelled() and future.exception() is not None:
             log.error("an outcome was not stored: %s", future.exception())
 
-    def feedback(self, response_id: str, score: float, comment: str | None) -> FeedbackOut:
-        """Stores a score (-1 becomes 0); where it is counted."""
+    def feedback(
+        self, response_id: str, score: float, comment: str | None, caller: str
+    ) -> FeedbackOut:
+        """Stores the score of the caller the response was served to (-1 becomes 0); where it
+        is counted. PermissionDenied for any other caller."""
         stored = results.stored_score(score)
-        experiment_id, arm = traffic.record_feedback(self.database, response_id, stored, comment)
+        experiment_id, arm = traffic.record_feedback(
+            self.database, response_id, stored, comment, caller
+        )
         names = {live.stored.id: name for name, live in self._by_name.items()}
         experiment = names.get(experiment_id) or str(experiment_id)
         return FeedbackOut(response_id=response_id, experiment=experiment, arm=arm, score=stored)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -19,6 +21,27 @@ from service.errors import ConfigurationError, StateUnavailable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x6C6164646572  # "ladder": replicas starting together migrate one at a time
+# user:password@ as SQLAlchemy's own URL pattern reads it (a password runs up to the last "@").
+_USERINFO = re.compile(r"(?<=://)(?P<user>[^:/]*):(?P<password>[^@]*)@")
+
+
+def masked_url(url: str) -> str:
+    """The URL with its password replaced by *** (also when SQLAlchemy cannot parse it); a
+    string that is no URL at all is not shown, as no part of it is known not to be secret."""
+    if "://" not in url:
+        return "(not shown: not a URL)"
+    return _USERINFO.sub(r"\g<user>:***@", url)
+
+
+def _scrubbed(message: object, url: str) -> str:
+    """An error's text without the URL's password, raw or percent-decoded."""
+    text = str(message).replace(url, masked_url(url))
+    found = _USERINFO.search(url)
+    if found and found["password"]:
+        raw = found["password"]
+        for secret in sorted({raw, unquote(raw)}, key=len, reverse=True):
+            text = text.replace(secret, "***")
+    return text
 
 
 def _sqlite_engine(url: str, begin: str, busy_timeout_s: float) -> Engine:
@@ -49,7 +72,7 @@ class Database:
     """A writer and a reader; on SQLite writers take the lock up front (BEGIN IMMEDIATE), so a
     read-then-write transaction never fails on a stale snapshot, while readers stay concurrent."""
 
-    url: str
+    url: str = field(repr=False)  # it may hold the password
     writer: Engine
     reader: Engine
 
@@ -61,13 +84,16 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that commits on success and rolls back on any error."""
-        with _unavailable(), sessionmaker(self.writer, expire_on_commit=False).begin() as session:
+        with (
+            _unavailable(self.url),
+            sessionmaker(self.writer, expire_on_commit=False).begin() as session,
+        ):
             yield session
 
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A read-only session."""
-        with _unavailable(), Session(self.reader, expire_on_commit=False) as session:
+        with _unavailable(self.url), Session(self.reader, expire_on_commit=False) as session:
             yield session
 
     def dispose(self) -> None:
@@ -78,7 +104,7 @@ class Database:
 
 
 @contextmanager
-def _unavailable() -> Iterator[None]:
+def _unavailable(url: str) -> Iterator[None]:
     """Translates a locked or unreachable database into StateUnavailable; constraint errors
     pass through, for the repository to explain."""
     try:
@@ -86,12 +112,22 @@ def _unavailable() -> Iterator[None]:
     except IntegrityError:
         raise
     except (DBAPIError, PoolTimeout) as error:
-        reason = getattr(error, "orig", None) or error
+        reason = _scrubbed(getattr(error, "orig", None) or error, url)
         raise StateUnavailable(f"the experiments database is unavailable: {reason}") from error
 
 
 def open_database(url: str, busy_timeout_s: float = 30.0) -> Database:
-    """Engines for a SQLite or PostgreSQL URL; ConfigurationError for anything else."""
+    """Engines for a SQLite or PostgreSQL URL; ConfigurationError, its password masked, for
+    anything else or a URL that cannot be used."""
+    try:
+        return _open(url, busy_timeout_s)
+    except (SQLAlchemyError, ValueError, OSError) as error:
+        # from None: the original error, printed with the traceback, may quote the URL.
+        message = f"LADDER_DB_URL {masked_url(url)!r} cannot be used: {_scrubbed(error, url)}"
+        raise ConfigurationError(message) from None
+
+
+def _open(url: str, busy_timeout_s: float) -> Database:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database:
@@ -110,7 +146,7 @@ def open_database(url: str, busy_timeout_s: float = 30.0) -> Database:
             connect_args={"connect_timeout": max(1, math.ceil(busy_timeout_s))},
         )
         return Database(url, engine, engine)
-    raise ConfigurationError(f"LADDER_DB_URL must be sqlite or postgresql, not {url!r}")
+    raise ConfigurationError(f"LADDER_DB_URL must be sqlite or postgresql, not {masked_url(url)!r}")
 
 
 @contextmanager
@@ -126,8 +162,9 @@ def _migration_lock(database: Database) -> Iterator[Any]:
         yield connection
 
 
-def migrate(database: Database) -> None:
-    """Upgrades the schema to Alembic's head; ConfigurationError when the database cannot."""
+def migrate(database: Database, revision: str = "head") -> None:
+    """Upgrades the schema to Alembic's head (or an earlier revision, as a test builds an old
+    database); ConfigurationError when the database cannot."""
     from alembic import command
     from alembic.config import Config
 
@@ -136,6 +173,7 @@ def migrate(database: Database) -> None:
     try:
         with _migration_lock(database) as connection:
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
     except SQLAlchemyError as error:
-        raise ConfigurationError(f"cannot migrate the experiments database: {error}") from error
+        reason = _scrubbed(error, database.url)
+        raise ConfigurationError(f"cannot migrate the experiments database: {reason}") from None

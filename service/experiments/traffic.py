@@ -10,14 +10,15 @@ from typing import Any
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from service.errors import UnknownResponse
+from service.errors import PermissionDenied, UnknownResponse
 from service.experiments.models import AssignmentRow, ExposureRow, FeedbackRow
 from service.experiments.store import Database
 
 
 @dataclass(frozen=True)
 class Exposure:
-    """One response served through an experiment, as routing decided it."""
+    """One response served through an experiment, as routing decided it; `owner` is the caller
+    it is served to, `correlation_id` the client's own id for the request."""
 
     response_id: str
     experiment_id: int
@@ -26,6 +27,8 @@ class Exposure:
     user_key: str | None
     phase: str
     weights_version: int
+    owner: str | None = None
+    correlation_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,8 @@ def _exposure_row(exposure: Exposure, arm: str, configuration: str) -> ExposureR
         phase=exposure.phase,
         weights_version=exposure.weights_version,
         created_at=time.time(),
+        owner=exposure.owner,
+        correlation_id=exposure.correlation_id,
     )
 
 
@@ -134,9 +139,10 @@ def record_outcome(
 
 
 def record_feedback(
-    database: Database, response_id: str, score: float, comment: str | None
+    database: Database, response_id: str, score: float, comment: str | None, caller: str
 ) -> tuple[int, str]:
-    """Stores a score for a response (replacing an earlier one); its experiment id and arm."""
+    """Stores the caller's score for a response it was served (replacing its own earlier one);
+    the experiment id and arm. An exposure stored before owners were recorded has none."""
     with database.write() as session:
         exposure_id = session.scalars(_latest(response_id)).one()
         if exposure_id is None:
@@ -145,6 +151,11 @@ def record_feedback(
                 param="response_id",
             )
         exposure = session.get_one(ExposureRow, exposure_id)
+        if exposure.owner is not None and exposure.owner != caller:
+            raise PermissionDenied(
+                f"response {response_id!r} was served to another caller; only it may score it",
+                param="response_id",
+            )
         row = session.scalars(
             select(FeedbackRow).where(FeedbackRow.exposure_id == exposure_id)
         ).one_or_none()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from service.errors import ContextTooLong, InvalidRequest
-from service.messages import ChatMessage, SamplingParams, SamplingRequest
+from service.messages import GREEDY_BELOW, ChatMessage, SamplingParams, SamplingRequest
 from service.routing.configs import Configuration, FewShotExample
 
 FENCE_OPEN = "<<<REFERENCE DATA"
@@ -68,10 +68,12 @@ def retrieval_query(conversation: Sequence[ChatMessage]) -> str:
 
 
 def sampling_for(asked: SamplingRequest, configuration: Configuration) -> SamplingParams:
-    """The request's sampling values, with the configuration's defaults for what it left out."""
+    """The request's sampling values, with the configuration's defaults for what it left out;
+    a temperature below GREEDY_BELOW is 0 (greedy)."""
     defaults = configuration.generation
+    temperature = defaults.temperature if asked.temperature is None else asked.temperature
     return SamplingParams(
-        temperature=defaults.temperature if asked.temperature is None else asked.temperature,
+        temperature=0.0 if temperature < GREEDY_BELOW else temperature,
         top_p=defaults.top_p if asked.top_p is None else asked.top_p,
         max_tokens=asked.max_tokens or defaults.max_tokens,
         stop=asked.stop or defaults.stop,

@@ -14,6 +14,11 @@ from tests.support.paths import REPO
 
 COMPOSE = REPO / "docker-compose.yml"
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+KEYS = {"LADDER_API_KEYS": "sk-compose-test-key"}
+
+
+def _without_ladder_variables() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("LADDER_", "VLLM_"))}
 
 
 def compose_command() -> list[str]:
@@ -29,15 +34,27 @@ def compose_command() -> list[str]:
     pytest.fail("no compose tool: `make test` installs Debian's docker-compose")
 
 
-def test_compose_file_validates() -> None:
-    result = subprocess.run(
+def _config_quiet(variables: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [*compose_command(), "-f", str(COMPOSE), "config", "-q"],
+        env=_without_ladder_variables() | variables,
         capture_output=True,
         text=True,
         timeout=60,
         cwd=REPO,
     )
+
+
+def test_compose_file_validates() -> None:
+    result = _config_quiet(KEYS)
     assert result.returncode == 0, result.stderr
+
+
+def test_compose_refuses_to_publish_ladder_without_api_keys() -> None:
+    for variables in ({}, {"LADDER_API_KEYS": ""}):
+        result = _config_quiet(variables)
+        assert result.returncode != 0
+        assert "set LADDER_API_KEYS" in result.stderr
 
 
 def test_compose_wires_ladder_to_vllm_and_chroma_by_health() -> None:
@@ -59,12 +76,11 @@ def test_compose_wires_ladder_to_vllm_and_chroma_by_health() -> None:
 
 
 def resolved_services(**variables: str) -> dict[str, Any]:
-    """The services as the compose tool resolves them with these variables set (and none of the
-    caller's own LADDER_ or VLLM_ ones)."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("LADDER_", "VLLM_"))}
+    """The services as the compose tool resolves them with API keys and these variables set (and
+    none of the caller's own LADDER_ or VLLM_ ones)."""
     result = subprocess.run(
         [*compose_command(), "-f", str(COMPOSE), "config"],
-        env=inherited | variables,
+        env=_without_ladder_variables() | KEYS | variables,
         capture_output=True,
         text=True,
         timeout=60,

@@ -46,7 +46,8 @@ def _client_traffic(base: str, worker: int, seen: Acknowledged, stop: threading.
                 body = answer.json()
                 with seen.lock:
                     seen.arms[user] = body["ladder"]["arm"]
-                sent = http.post("/v1/feedback", json={"response_id": body["id"], "score": 1})
+                scored = {"response_id": body["id"], "score": 1, "user": user}
+                sent = http.post("/v1/feedback", json=scored)
                 if sent.status_code == 200:
                     with seen.lock:
                         seen.feedback[body["id"]] = sent.json()["arm"]

@@ -55,19 +55,25 @@ def seed(base: str) -> None:
         for number in range(60):
             answer = ask(http, f"user-{number}").json()
             score = 1 if answer["ladder"]["arm"] != "control" or number % 2 else -1
-            http.post("/v1/feedback", json={"response_id": answer["id"], "score": score})
+            scored = {"response_id": answer["id"], "score": score, "user": f"user-{number}"}
+            http.post("/v1/feedback", json=scored)
 
 
 def test_dashboard_shows_the_arms_of_a_seeded_experiment_in_headless_chromium(
     tmp_path: Path, browser: Any
 ) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
 
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'x.db'}")
     with live_server(make_app(settings)) as base:
         seed(base)
-        browser.get(f"{base}/dashboard/login?token={ADMIN_TOKEN}")
-        assert browser.current_url == f"{base}/dashboard"
+        browser.get(f"{base}/dashboard/login")
+        browser.find_element(By.NAME, "token").send_keys(ADMIN_TOKEN)
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        WebDriverWait(browser, 30).until(lambda driver: driver.current_url == f"{base}/dashboard")
+        assert ADMIN_TOKEN not in browser.current_url
+        assert all(ADMIN_TOKEN not in str(cookie) for cookie in browser.get_cookies())
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
         section = browser.find_element(By.CSS_SELECTOR, 'section[data-experiment="support"]')
@@ -93,5 +99,7 @@ def test_dashboard_shows_the_arms_of_a_seeded_experiment_in_headless_chromium(
 def test_dashboard_refuses_a_wrong_token(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'x.db'}")
     with live_server(make_app(settings)) as base, httpx.Client(base_url=base) as http:
-        assert http.get("/dashboard/login", params={"token": "wrong"}).status_code == 401
+        assert http.post("/dashboard/login", data={"token": "wrong"}).status_code == 401
         assert http.get("/dashboard").status_code == 401
+        assert http.get("/dashboard/login", params={"token": ADMIN_TOKEN}).status_code == 200
+        assert http.get("/dashboard").status_code == 401, "a token in the URL logs no one in"

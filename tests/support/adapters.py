@@ -17,7 +17,13 @@ from typing import Any
 
 from adapters.registry import AdapterRegistry
 from tests.support.models import models_cache_dir
-from tests.support.paths import REPO, TRIAGE_DIR, TRIAGE_PROMPT_MINIMAL, TrainedAdapter
+from tests.support.paths import (
+    REPO,
+    TRIAGE_DIR,
+    TRIAGE_PROMPT_MINIMAL,
+    TrainedAdapter,
+    build_lock,
+)
 
 _QUESTIONS_AND_ANSWERS = (
     ("What is the capital of France?", "The capital of France is Paris."),
@@ -140,14 +146,17 @@ def _cached(key: str, build: Callable[[Path], None]) -> Path:
     if entry.is_dir():
         return entry
     root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=f".{key}.partial-") as scratch:
-        built = Path(scratch) / key
-        build(built)
-        try:
-            built.rename(entry)
-        except OSError:
-            if not entry.is_dir():
-                raise
+    with build_lock(root, key):
+        if entry.is_dir():  # built by another worker while this one waited
+            return entry
+        with tempfile.TemporaryDirectory(dir=root, prefix=f".{key}.partial-") as scratch:
+            built = Path(scratch) / key
+            build(built)
+            try:
+                built.rename(entry)
+            except OSError:
+                if not entry.is_dir():
+                    raise
     return entry
 
 

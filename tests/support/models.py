@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from adapters.base_model import prepare_base_model
-from tests.support.paths import REPO
+from tests.support.paths import REPO, build_lock
 
 REPO_ROOT = REPO
 
@@ -19,4 +19,5 @@ def models_cache_dir() -> Path:
 
 def prepared_model_dir() -> Path:
     """The converted SmolLM2 folder, converting it on first use."""
-    return prepare_base_model(models_cache_dir())
+    with build_lock(models_cache_dir(), "smollm2"):
+        return prepare_base_model(models_cache_dir())

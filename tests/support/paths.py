@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,3 +31,16 @@ class TrainedAdapter:
     path: Path
     manifest: dict
     stderr: str
+
+
+@contextmanager
+def build_lock(cache: Path, name: str) -> Iterator[None]:
+    """Held while one process (a session, or one of its xdist workers) builds the entry name of
+    cache: the others wait, then find it built instead of building it again."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / f".{name}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

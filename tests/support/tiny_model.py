@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.support.paths import CORPUS_DOCS
+from tests.support.paths import CORPUS_DOCS, build_lock
 
 EOS = "<|endoftext|>"
 TURN_START = "<|turn_start|>"
@@ -59,7 +59,10 @@ def tiny_model_dir(cache: Path) -> Path:
     for library in BUILD_LIBRARIES:
         digest.update(importlib.metadata.version(library).encode())
     folder = cache / f"tiny-qwen2-{digest.hexdigest()[:12]}"
-    return folder if (folder / "config.json").is_file() else build_tiny_qwen2(folder)
+    if (folder / "config.json").is_file():
+        return folder
+    with build_lock(cache, folder.name):
+        return folder if (folder / "config.json").is_file() else build_tiny_qwen2(folder)
 
 
 def _training_texts() -> list[str]:

@@ -141,6 +141,14 @@ def test_unknown_adapters_and_bare_unloads_are_client_errors(client: TestClient)
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
 
+def test_a_malformed_ref_is_a_400_naming_it_not_a_500(client: TestClient) -> None:
+    for ref in ("a@%C2%B2", "tone@1%0A", "tone@99999999999999999999"):
+        response = client.post(f"/admin/adapters/{ref}/unload", headers=ADMIN)
+        assert response.status_code == 400, (ref, response.text)
+        error = response.json()["error"]
+        assert error["param"] == "ref" and "invalid adapter" in error["message"]
+
+
 def test_the_local_engine_refuses_runtime_loading(
     tmp_path: Path, registry: AdapterRegistry
 ) -> None:

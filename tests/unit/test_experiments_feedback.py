@@ -19,12 +19,14 @@ BASE_PRICE = (0.15, 0.60)
 
 
 def responses_per_arm(client: TestClient, per_arm: int) -> dict[str, list[dict[str, Any]]]:
-    """Sends requests from new users until each arm served `per_arm` responses."""
+    """Sends requests from new users until each arm served `per_arm` responses (each answer
+    noting its user)."""
     served: dict[str, list[dict[str, Any]]] = {"control": [], "treatment": []}
     number = 0
     while min(len(found) for found in served.values()) < per_arm:
         number += 1
         answer = ask(client, f"user-{number}").json()
+        answer["user"] = f"user-{number}"  # who may score it, keys being off
         if len(served[answer["ladder"]["arm"]]) < per_arm:
             served[answer["ladder"]["arm"]].append(answer)
     return served
@@ -55,7 +57,8 @@ def test_feedback_is_counted_for_the_arm_that_served_the_response(client: TestCl
     for arm, positives in (("control", 3), ("treatment", 8)):
         for number, answer in enumerate(served[arm]):
             score = 1 if number < positives else -1
-            sent = client.post("/v1/feedback", json={"response_id": answer["id"], "score": score})
+            scored = {"response_id": answer["id"], "score": score, "user": answer["user"]}
+            sent = client.post("/v1/feedback", json=scored)
             assert sent.status_code == 200, sent.text
             assert sent.json() == {
                 "response_id": answer["id"],
@@ -80,7 +83,8 @@ def test_no_winner_before_the_minimum_sample(client: TestClient) -> None:
     served = responses_per_arm(client, 5)
     for arm, score in (("control", -1), ("treatment", 1)):
         for answer in served[arm]:
-            client.post("/v1/feedback", json={"response_id": answer["id"], "score": score})
+            scored = {"response_id": answer["id"], "score": score, "user": answer["user"]}
+            client.post("/v1/feedback", json=scored)
     found = results(client)
     assert found["comparisons"]["treatment"]["feedback_rate"]["p_value"] < 0.05
     assert found["comparisons"]["treatment"]["verdict"] == "not enough data"
@@ -89,8 +93,9 @@ def test_no_winner_before_the_minimum_sample(client: TestClient) -> None:
 
 def test_a_second_score_replaces_the_first_and_ratings_are_kept(client: TestClient) -> None:
     answer = ask(client, "ann").json()
-    client.post("/v1/feedback", json={"response_id": answer["id"], "score": -1})
-    client.post("/v1/feedback", json={"response_id": answer["id"], "score": 0.75, "comment": "ok"})
+    scored = {"response_id": answer["id"], "user": "ann"}
+    client.post("/v1/feedback", json={**scored, "score": -1})
+    client.post("/v1/feedback", json={**scored, "score": 0.75, "comment": "ok"})
     arm = next(a for a in results(client)["arms"] if a["arm"] == answer["ladder"]["arm"])
     assert (arm["feedback"], arm["positive_feedback"], arm["mean_score"]) == (1, 1, 0.75)
 
@@ -152,12 +157,12 @@ def test_a_request_refused_before_generation_is_an_error_of_its_arm_and_in_the_m
         "max_tokens": 100_000,
         "messages": [{"role": "user", "content": "hi"}],
     }
-    assert client.post("/v1/chat/completions", json=too_long).status_code == 413
+    assert client.post("/v1/chat/completions", json=too_long).status_code == 400
     found = next(a for a in results(client)["arms"] if a["arm"] == arm)
     assert (found["requests"], found["errors"]) == (2, 1)
     assert len(engine.history) == 1, "the refused request never reached the engine"
     metrics = client.get("/metrics").text
-    refused = 'ladder_requests_total{adapter="none",configuration="support",status="413"} 1.0'
+    refused = 'ladder_requests_total{adapter="none",configuration="support",status="400"} 1.0'
     assert refused in metrics
 
 

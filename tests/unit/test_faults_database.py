@@ -85,7 +85,9 @@ def outage_keeps_chat_and_loses_nothing(
     users = [f"user-{n}" for n in range(8)]
     before = served_arms(client, users)
     answered = ask(client, "user-0").json()["id"]
-    acknowledged = client.post("/v1/feedback", json={"response_id": answered, "score": 1})
+    acknowledged = client.post(
+        "/v1/feedback", json={"response_id": answered, "score": 1, "user": "user-0"}
+    )
     assert acknowledged.status_code == 200
     change = {"weights": {"control": 10, "treatment": 90}}
     with outage():
@@ -100,7 +102,9 @@ def outage_keeps_chat_and_loses_nothing(
         assert seconds < write_bound_s
         error = assert_openai_error(refused, 503, "database_unavailable")
         assert "database" in error["message"]
-        lost = client.post("/v1/feedback", json={"response_id": answered, "score": 0})
+        lost = client.post(
+            "/v1/feedback", json={"response_id": answered, "score": 0, "user": "user-0"}
+        )
         assert_openai_error(lost, 503, "database_unavailable")
         listed = client.get("/admin/experiments/support", headers=ADMIN)
         if reads_work:
@@ -113,7 +117,7 @@ def outage_keeps_chat_and_loses_nothing(
     assert retried.json()["version"] == 2
     assert served_arms(client, users) == before
     later = ask(client, "user-1").json()["id"]
-    again = client.post("/v1/feedback", json={"response_id": later, "score": 0})
+    again = client.post("/v1/feedback", json={"response_id": later, "score": 0, "user": "user-1"})
     assert again.status_code == 200 and stored() == [0.0, 1.0]
 
 
