@@ -105,6 +105,16 @@ def make_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
     return Settings(**fields)
 
 
+def sqlite_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """make_settings on an SQLite database in tmp_path."""
+    return make_settings(tmp_path, f"sqlite:///{tmp_path / 'ab.db'}", **overrides)
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The Authorization header of an API key."""
+    return {"authorization": f"Bearer {key}"}
+
+
 def make_app(settings: Settings, engine: ScriptedEngine | None = None) -> FastAPI:
     """The real app with a scripted engine and no index."""
     return create_app(settings, engine=engine or ScriptedEngine(), index=cast(Index, NoIndex()))

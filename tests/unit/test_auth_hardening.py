@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -14,21 +13,12 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from service.api.guard import TokenBuckets
-from service.settings import Settings
 from tests.support.assertions import assert_openai_error
-from tests.support.experiments import ADMIN, ADMIN_TOKEN, app_client, live_server, make_app
-from tests.support.experiments import make_settings as experiments_settings
+from tests.support.experiments import ADMIN, ADMIN_TOKEN, app_client, bearer, live_server, make_app
+from tests.support.experiments import sqlite_settings as make_settings
 
 KEY = "sk-ladder-hardening-0123456789abcdef"
 QUESTION = {"model": "plain", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}"}
-
-
-def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    return experiments_settings(tmp_path, f"sqlite:///{tmp_path / 'ab.db'}", **overrides)
 
 
 @pytest.fixture()

@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,8 +20,8 @@ from service.api.guard import TokenBuckets
 from service.engines.base import GenerationRequest, TextDelta, Usage
 from service.settings import Settings
 from tests.support.assertions import assert_openai_error
-from tests.support.experiments import ADMIN, ADMIN_TOKEN, app_client, live_server, make_app
-from tests.support.experiments import make_settings as experiments_settings
+from tests.support.experiments import ADMIN, ADMIN_TOKEN, app_client, bearer, live_server, make_app
+from tests.support.experiments import sqlite_settings as make_settings
 from tests.support.processes import free_port
 from tests.support.scripted_engine import ScriptedEngine
 
@@ -30,14 +29,6 @@ PLAIN_KEY = "sk-ladder-plain-0123456789abcdef"
 HASHED_KEY = "sk-ladder-hashed-fedcba9876543210"
 HASHED_SETTING = "sha256:" + hashlib.sha256(HASHED_KEY.encode()).hexdigest()
 QUESTION = {"model": "plain", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}"}
-
-
-def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    return experiments_settings(tmp_path, f"sqlite:///{tmp_path / 'ab.db'}", **overrides)
 
 
 @pytest.fixture()

@@ -15,15 +15,18 @@ from service.experiments.models import ExperimentRow, ExposureRow, FeedbackRow
 from service.experiments.spec import ExperimentSpec
 from service.experiments.store import Database, migrate, open_database
 from tests.support.assertions import assert_openai_error
-from tests.support.experiments import ADMIN, app_client, experiment_body, make_app, make_settings
+from tests.support.experiments import (
+    ADMIN,
+    app_client,
+    bearer,
+    experiment_body,
+    make_app,
+    make_settings,
+)
 
 KEY_A = "sk-ladder-owner-a-0123456789abcdef"
 KEY_B = "sk-ladder-other-b-0123456789abcdef"
 QUESTION = {"model": "support", "user": "ann", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}"}
 
 
 def database_of(client: TestClient) -> Database:
