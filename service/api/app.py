@@ -17,6 +17,7 @@ from service.api.errors import install_error_handlers
 from service.api.guard import client_guard
 from service.api.middleware import BodySizeLimit, ClientAdmission, RequestGate
 from service.api.state import ServiceState
+from service.chat.examples import ExampleSelector, bundled_embedder
 from service.chat.metrics import Metrics
 from service.chat.serving import ChatService, chat_limits
 from service.engines.base import Engine
@@ -93,6 +94,7 @@ async def _start(
         Metrics(),
         chat_limits(settings, window),
         experiments=experiments,
+        examples=ExampleSelector(bundled_embedder(chosen_index, settings.torch_threads)),
         debug_prompts=settings.debug_prompts,
     )
     await experiments.start()

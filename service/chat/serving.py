@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ingest.index import CollectionNotFound, Index, IndexUnavailable
 from ingest.passage import RetrievedPassage
+from service.chat.examples import ExampleSelector, bundled_embedder
 from service.chat.metrics import UNKNOWN_MODEL, Metrics
 from service.chat.protocol import (
     ChatCompletionRequest,
@@ -32,7 +33,7 @@ from service.errors import InvalidRequest, LadderError, NotFound, PayloadTooLarg
 from service.experiments.service import ExperimentService, Route
 from service.experiments.traffic import ArmOutcome
 from service.routing import plan as router
-from service.routing.configs import ConfigSet, Configuration
+from service.routing.configs import ConfigSet, Configuration, FewShotExample
 from service.settings import Settings
 
 log = logging.getLogger("ladder.chat")
@@ -110,6 +111,7 @@ class ChatService:
         limits: ChatLimits,
         *,
         experiments: ExperimentService | None = None,
+        examples: ExampleSelector | None = None,
         debug_prompts: bool = False,
     ) -> None:
         self._configs = configs
@@ -118,6 +120,7 @@ class ChatService:
         self.metrics = metrics
         self.limits = limits
         self.experiments = experiments
+        self.examples = examples or ExampleSelector(bundled_embedder(index, threads=1))
         self.debug_prompts = debug_prompts
 
     def _configuration(self, name: str) -> Configuration:
@@ -171,6 +174,15 @@ class ChatService:
         finally:
             self.metrics.retrieval.labels(configuration.name).observe(time.perf_counter() - started)
         return passages, "used" if passages else "empty"
+
+    async def _few_shot(
+        self, configuration: Configuration, query: str
+    ) -> tuple[FewShotExample, ...] | None:
+        """The examples nearest the query for `select: similar`; None leaves the fixed ones."""
+        few_shot = configuration.few_shot
+        if few_shot is None or few_shot.select != "similar":
+            return None
+        return await asyncio.to_thread(self.examples.nearest, few_shot, query)
 
     async def prepare(
         self,
@@ -227,6 +239,7 @@ class ChatService:
             passages,
             self.engine.count_tokens,
             self.limits.context_window,
+            await self._few_shot(configuration, query),
         )
         route = ticket.route
         info = LadderInfo(

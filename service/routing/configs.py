@@ -32,15 +32,22 @@ class FewShot(_Strict):
     examples: tuple[FewShotExample, ...] = ()
     file: Path | None = None
     count: int | None = Field(None, ge=1, le=64, description="How many examples to use.")
+    select: Literal["fixed", "similar"] = Field(
+        "fixed",
+        description="fixed: the first `count` examples; similar: the `count` nearest to the"
+        " request's last user message, the nearest placed last.",
+    )
 
     @model_validator(mode="after")
     def _examples_or_file(self) -> FewShot:
         if not self.examples and self.file is None:
             raise ValueError("give examples or a file")
+        if self.select == "similar" and self.count is None:
+            raise ValueError("select: similar needs a count")
         return self
 
     def selected(self) -> tuple[FewShotExample, ...]:
-        """The examples placed in the prompt."""
+        """The fixed selection: the first `count` examples."""
         return self.examples[: self.count] if self.count else self.examples
 
 

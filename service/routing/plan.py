@@ -1,6 +1,9 @@
 """The router: a request and its configuration become a Plan. Pure: no I/O, no clock, no model.
 
 Final message order: the configured system prompt, the few-shot turns, the client's conversation.
+Few-shot examples arrive most relevant first (the fixed selection in file order, or the nearest
+to the request first); trimming drops the least relevant, and `select: similar` places the
+nearest example last, right before the user's turn.
 Retrieved passages go into the last user message, before the question, inside a fence labelled as
 reference data: they never sit in the system role, so the system prompt keeps its authority.
 """
@@ -132,6 +135,14 @@ def _within_context_budget(
     return kept
 
 
+def _in_prompt_order(
+    configuration: Configuration, few_shot: Sequence[FewShotExample]
+) -> list[FewShotExample]:
+    """Most relevant first becomes prompt order: reversed for `similar` (nearest last)."""
+    similar = configuration.few_shot is not None and configuration.few_shot.select == "similar"
+    return list(reversed(few_shot)) if similar else list(few_shot)
+
+
 def plan(
     conversation: Sequence[ChatMessage],
     asked: SamplingRequest,
@@ -139,9 +150,13 @@ def plan(
     passages: Sequence[Passage],
     count_tokens: TokenCounter,
     context_window: int,
+    few_shot: Sequence[FewShotExample] | None = None,
 ) -> Plan:
     """Builds the final prompt within the model's window: context is trimmed first, then few-shot
-    turns; the conversation never is, and one that cannot fit is refused."""
+    turns, least relevant first; the conversation never is, and one that cannot fit is refused.
+
+    `few_shot` is the examples chosen for this request, most relevant first; None takes the
+    configuration's fixed selection."""
     conversation = _conversation(conversation)
     sampling = sampling_for(asked, configuration)
     retrieval = configuration.retrieval
@@ -149,17 +164,20 @@ def plan(
     if retrieval is not None:
         relevant = [p for p in passages if p.score >= retrieval.min_score][: retrieval.k]
         kept = _within_context_budget(relevant, retrieval.max_context_tokens, count_tokens)
-    few_shot = list(configuration.few_shot.selected()) if configuration.few_shot else []
+    if few_shot is None:
+        few_shot = configuration.few_shot.selected() if configuration.few_shot else ()
+    relevant_first = list(few_shot)
     limit = context_window - sampling.max_tokens
     while True:
-        messages = _assemble(configuration, conversation, few_shot, kept)
+        placed = _in_prompt_order(configuration, relevant_first)
+        messages = _assemble(configuration, conversation, placed, kept)
         tokens = count_tokens(messages)
         if tokens <= limit:
             break
         if kept:
             kept.pop()
-        elif few_shot:
-            few_shot.pop()
+        elif relevant_first:
+            relevant_first.pop()
         else:
             raise ContextTooLong(
                 f"the conversation needs {tokens} prompt tokens and max_tokens is"
@@ -168,17 +186,17 @@ def plan(
                 param="messages",
             )
     few_shot_tokens = context_tokens = 0
-    if few_shot:
+    if placed:
         few_shot_tokens = tokens - count_tokens(_assemble(configuration, conversation, [], kept))
     if kept:
-        context_tokens = tokens - count_tokens(_assemble(configuration, conversation, few_shot, []))
+        context_tokens = tokens - count_tokens(_assemble(configuration, conversation, placed, []))
     return Plan(
         configuration=configuration.name,
         messages=messages,
         adapter=configuration.adapter,
         sampling=sampling,
         passages=tuple(kept),
-        few_shot=tuple(few_shot),
+        few_shot=tuple(placed),
         layers=tuple(configuration.layers()),
         prompt_tokens=tokens,
         few_shot_tokens=few_shot_tokens,
