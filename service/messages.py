@@ -38,3 +38,15 @@ class SamplingRequest:
     max_tokens: int | None = None
     stop: tuple[str, ...] | None = None
     seed: int | None = None
+
+
+@dataclass(frozen=True)
+class OutputConstraint:
+    """What the decoder may produce: text matching a JSON schema (`json_schema`, the schema as
+    canonical JSON text), any JSON object (`json_object`), a regular expression (`regex`), or
+    exactly one of fixed strings (`choice`). An engine enforces it while decoding."""
+
+    kind: Literal["json_schema", "json_object", "regex", "choice"]
+    schema: str | None = None
+    pattern: str | None = None
+    choices: tuple[str, ...] = ()

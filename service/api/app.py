@@ -18,8 +18,9 @@ from service.api.guard import client_guard
 from service.api.middleware import BodySizeLimit, ClientAdmission, RequestGate
 from service.api.state import ServiceState
 from service.chat.examples import ExampleSelector, bundled_embedder
+from service.chat.limits import chat_limits
 from service.chat.metrics import Metrics
-from service.chat.serving import ChatService, chat_limits
+from service.chat.serving import ChatService
 from service.engines.base import Engine
 from service.engines.factory import build_engine, load_base_model, model_window
 from service.experiments.service import open_experiments

@@ -9,18 +9,20 @@ from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from service.messages import ChatMessage, SamplingParams
+from service.messages import ChatMessage, OutputConstraint, SamplingParams
 
 FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """What an engine is asked to do: messages, an optional adapter, sampling."""
+    """What an engine is asked to do: messages, an optional adapter, sampling, and an optional
+    constraint on the output's form."""
 
     messages: tuple[ChatMessage, ...]
     adapter: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    output: OutputConstraint | None = None
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ import pytest
 
 from ingest.embedder import Embedder
 from service.chat.examples import ExampleSelector
+from service.chat.limits import ChatLimits
 from service.chat.metrics import Metrics
 from service.chat.protocol import ChatCompletionRequest
-from service.chat.serving import ChatLimits, ChatService
+from service.chat.serving import ChatService
 from service.engines.tokens import estimate_tokens
 from service.errors import ConfigurationError
 from service.messages import ChatMessage, SamplingRequest
