@@ -23,6 +23,7 @@ class Reply:
     context_tokens: int
     latency_s: float
     sources: tuple[str, ...] = ()
+    cited: tuple[int, ...] | None = None  # numbers of the sources the answer cites inline
 
 
 class Backend(Protocol):
@@ -48,7 +49,15 @@ def _reply(body: Mapping[str, Any], latency_s: float) -> Reply:
         context_tokens=int(ladder.get("context_tokens", 0)),
         latency_s=latency_s,
         sources=tuple(c["source"] for c in ladder.get("citations", [])),
+        cited=_cited(ladder),
     )
+
+
+def _cited(ladder: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """The numbers of the citations marked cited; None when the configuration asks for none."""
+    if ladder.get("unmatched_markers") is None:
+        return None
+    return tuple(c["number"] for c in ladder.get("citations", []) if c.get("cited"))
 
 
 class HttpBackend:

@@ -63,6 +63,9 @@ class ConfigurationSummary:
     self_hosted_per_1k: float
     adapter: str | None = None
     forgetting: dict[str, float] = field(default_factory=dict)
+    # Decoding speed with prefill included, so a constrained rung sits beside its unconstrained
+    # one; NaN in results saved before it was measured.
+    completion_tokens_per_s: float = math.nan
 
     def value(self, metric: str) -> float:
         """A metric's point estimate, NaN when not measured."""
@@ -123,6 +126,9 @@ def summarise(
         cost_per_1k=prices.hosted_per_1k(prompt, completion, fine_tuned=adapter is not None),
         self_hosted_per_1k=prices.self_hosted_per_1k(latency),
         adapter=adapter,
+        completion_tokens_per_s=metrics.median(
+            [float(r["completion_tokens"]) / r["latency_s"] for r in replies if r["latency_s"] > 0]
+        ),
     )
 
 
@@ -208,6 +214,7 @@ def markdown_table(summaries: Sequence[ConfigurationSummary], metric_names: Sequ
         "few-shot tok",
         "context tok",
         "completion tok",
+        "completion tok/s",
         "$/1k calls (hosted)",
         "$/1k (self-hosted)",
         "p50 latency",
@@ -226,6 +233,7 @@ def markdown_table(summaries: Sequence[ConfigurationSummary], metric_names: Sequ
             f"{s.few_shot_tokens:.0f}",
             f"{s.context_tokens:.0f}",
             f"{s.completion_tokens:.0f}",
+            f"{s.completion_tokens_per_s:.1f}",
             f"{s.cost_per_1k:.4f}",
             f"{s.self_hosted_per_1k:.3f}",
             f"{s.p50_latency_s:.2f} s",

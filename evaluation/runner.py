@@ -32,6 +32,7 @@ from evaluation.report import (
     summarise,
 )
 from evaluation.tasks import EvalExample, Task, TaskError
+from service.routing import plan as router_plan
 from service.routing.configs import Configuration, Generation, load_configurations
 from service.settings import Settings
 
@@ -51,9 +52,25 @@ def score(task: Task, example: EvalExample, reply: Reply) -> dict[str, float]:
         scores["field_accuracy"] = sum(fields.values()) / max(1, len(fields))
         return scores
     scores = {"contains_answer": float(metrics.contains_answer(reply.text, example.gold))}
-    if task.kind == "knowledge" and reply.sources and example.source:
+    if task.kind == "knowledge":
+        scores.update(_knowledge_scores(task, example, reply))
+    return scores
+
+
+def _knowledge_scores(task: Task, example: EvalExample, reply: Reply) -> dict[str, float]:
+    """Retrieval, recitation of the router's instructions, and (when asked for) citations."""
+    scores = {
+        "recites_instruction": float(
+            metrics.recites_instruction(reply.text, router_plan.INSTRUCTIONS)
+        )
+    }
+    if reply.sources and example.source:
         scores[f"hit_at_{task.k}"] = float(metrics.hit_at_k(reply.sources, example.source, task.k))
         scores["mrr"] = metrics.reciprocal_rank(reply.sources, example.source)
+    if reply.cited is not None:
+        cited_sources = [reply.sources[n - 1] for n in reply.cited if 0 < n <= len(reply.sources)]
+        scores["cites_a_source"] = float(bool(cited_sources))
+        scores["cites_gold_source"] = float(example.source in cited_sources)
     return scores
 
 

@@ -107,8 +107,21 @@ class Settings(BaseSettings):
     vllm_leak_guard: bool = Field(
         True, description="Send base requests through a zero adapter (vLLM CPU LoRA defect)."
     )
+    vllm_tool_call_parser: str | None = Field(
+        "pythonic",
+        description="vLLM's --tool-call-parser, started with --enable-auto-tool-choice: vLLM 0.32"
+        " refuses every tool_choice but none without both; pythonic needs no special tokens.",
+    )
+    vllm_auto_tool_choice: bool = Field(
+        False,
+        description="Whether ladder forwards tool_choice auto (the default with tools); off, it is"
+        " refused: a chat template without tools (SmolLM2's) never shows the model the functions.",
+    )
 
     max_queue: int = Field(8, ge=1, le=1024, description="Local engine: requests waiting at most.")
+    output_cache: int = Field(
+        64, ge=1, le=4096, description="Local engine: compiled output constraints kept (LRU)."
+    )
     context_window: int | None = Field(
         None,
         ge=256,
@@ -116,6 +129,7 @@ class Settings(BaseSettings):
         " unset, and never more than it.",
     )
     max_tokens_ceiling: int = Field(1024, ge=1, description="Largest max_tokens a request may ask.")
+    max_n: int = Field(8, ge=1, le=128, description="Choices (`n`) a request may ask for.")
     max_messages: int = Field(64, ge=1, description="Messages a request may carry.")
     max_message_chars: int = Field(32_000, ge=1, description="Characters in one message.")
     max_total_chars: int = Field(100_000, ge=1, description="Characters in all messages.")

@@ -18,6 +18,7 @@ class ChatLimits:
     max_total_chars: int = 100_000
     max_model_chars: int = 256
     max_tokens_ceiling: int = 2048
+    max_n: int = 8
     context_window: int = 2048
     retrieval_timeout_s: float = 5.0
 
@@ -34,6 +35,7 @@ def chat_limits(settings: Settings, context_window: int | None = None) -> ChatLi
         max_total_chars=settings.max_total_chars,
         max_model_chars=settings.max_model_chars,
         max_tokens_ceiling=settings.max_tokens_ceiling,
+        max_n=settings.max_n,
         context_window=context_window or settings.context_window or DEFAULT_CONTEXT_WINDOW,
         retrieval_timeout_s=settings.retrieval_timeout_s,
     )

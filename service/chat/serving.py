@@ -12,21 +12,23 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ingest.index import CollectionNotFound, Index, IndexUnavailable
 from ingest.passage import RetrievedPassage
+from service.chat.citations import with_cited
 from service.chat.examples import ExampleSelector, bundled_embedder
 from service.chat.limits import ChatLimits, response_id
 from service.chat.metrics import UNKNOWN_MODEL, Metrics
+from service.chat.parameters import check_forced_tool_call, check_parameters
 from service.chat.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
-    Choice,
     Citation,
     LadderInfo,
-    ResponseMessage,
 )
+from service.chat.response_format import requested_output
+from service.chat.responses import choices_of
 from service.chat.streaming import DONE, ChunkWriter, chained, error_line, usage_out
 from service.engines.base import Engine, GenerationRequest, TextDelta, Usage
 from service.errors import InvalidRequest, LadderError, NotFound, PayloadTooLarge, RetrievalError
@@ -95,6 +97,8 @@ class ChatService:
 
     def _check_limits(self, request: ChatCompletionRequest) -> None:
         limits = self.limits
+        engine = self.engine
+        check_parameters(request, engine.capabilities, engine.name, limits.max_n)
         if len(request.messages) > limits.max_messages:
             raise PayloadTooLarge(f"at most {limits.max_messages} messages", param="messages")
         sizes = [len(message.text()) for message in request.messages]
@@ -203,6 +207,8 @@ class ChatService:
             self.limits.context_window,
             await self._few_shot(configuration, query),
         )
+        plan = replace(plan, output=requested_output(request.response_format, plan.output))
+        check_forced_tool_call(request, plan.output)
         route = ticket.route
         info = LadderInfo(
             configuration=configuration.name,
@@ -257,7 +263,10 @@ class ChatService:
 
     def _generation(self, prepared: Prepared) -> GenerationRequest:
         plan = prepared.plan
-        return GenerationRequest(plan.messages, plan.adapter, plan.sampling)
+        tools = prepared.request.tool_use()
+        return GenerationRequest(
+            plan.messages, plan.adapter, plan.sampling, output=plan.output, tools=tools
+        )
 
     async def complete(self, prepared: Prepared) -> ChatCompletionResponse:
         """Generates the whole answer."""
@@ -271,15 +280,15 @@ class ChatService:
             id=prepared.ticket.id,
             created=prepared.created,
             model=prepared.request.model,
-            choices=[
-                Choice(
-                    message=ResponseMessage(content=completion.text),
-                    finish_reason=completion.finish_reason,
-                )
-            ],
+            choices=choices_of(completion.answers),
             usage=usage_out(completion.usage),
-            ladder=prepared.info,
+            ladder=self._closing_info(prepared, completion.text) or prepared.info,
         )
+
+    def _closing_info(self, prepared: Prepared, answer: str) -> LadderInfo | None:
+        """With inline citations, the ladder info with the (first) answer's [n] markers mapped
+        to its citations; None when the configuration asks for no citations."""
+        return with_cited(prepared.info, answer) if prepared.plan.inline_citations else None
 
     async def open_stream(self, prepared: Prepared) -> AsyncIterator[str]:
         """Starts generation and waits for its first piece, so a request the engine refuses
@@ -302,18 +311,22 @@ class ChatService:
     async def _events(
         self, prepared: Prepared, first: TextDelta, deltas: AsyncGenerator[TextDelta, None]
     ) -> AsyncIterator[str]:
-        """SSE lines in OpenAI's chunk format, ending with `data: [DONE]`, errors included."""
+        """SSE lines in OpenAI's chunk format, ending with `data: [DONE]`, errors included; with
+        inline citations the finish chunk carries the ladder info again, citations mapped."""
         options = prepared.request.stream_options
         include_usage = options is not None and options.include_usage
         writer = ChunkWriter(
             prepared.ticket.id, prepared.created, prepared.request.model, include_usage
         )
-        status, usage = 200, Usage(0, 0)
+        status, usage, answer = 200, Usage(0, 0), ""
         yield writer.opening(prepared.info)
         try:
             async with aclosing(deltas):
                 async for delta in chained(first, deltas):
-                    for line in writer.lines(delta):
+                    answer += delta.text
+                    last = delta.finish_reason is not None
+                    closing = self._closing_info(prepared, answer) if last else None
+                    for line in writer.lines(delta, closing):
                         yield line
                     usage = delta.usage or usage
         except LadderError as error:

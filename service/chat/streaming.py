@@ -13,6 +13,7 @@ from service.chat.protocol import (
     LadderInfo,
     UsageOut,
 )
+from service.chat.responses import logprobs_out
 from service.engines.base import TextDelta, Usage
 from service.errors import LadderError, error_body
 
@@ -52,15 +53,18 @@ class ChunkWriter:
         role = DeltaMessage(role="assistant", content="")
         return self.line(choices=[ChunkChoice(delta=role)], ladder=info)
 
-    def lines(self, delta: TextDelta) -> list[str]:
-        """The lines one engine delta becomes: its text, then the finish and usage when last."""
+    def lines(self, delta: TextDelta, closing: LadderInfo | None = None) -> list[str]:
+        """The lines one engine delta becomes: its text (with its tokens' logprobs when asked
+        for), then the finish (carrying `closing`, the ladder info known only once the answer
+        is whole) and usage when last."""
         lines = []
-        if delta.text:
+        if delta.text or delta.logprobs:
             content = DeltaMessage(content=delta.text)
-            lines.append(self.line(choices=[ChunkChoice(delta=content)]))
+            logprobs = logprobs_out(delta.logprobs) if delta.logprobs else None
+            lines.append(self.line(choices=[ChunkChoice(delta=content, logprobs=logprobs)]))
         if delta.finish_reason is not None:
             end = ChunkChoice(delta=DeltaMessage(), finish_reason=delta.finish_reason)
-            lines.append(self.line(choices=[end]))
+            lines.append(self.line(choices=[end], ladder=closing))
             if self.include_usage:
                 lines.append(self.line(choices=[], usage=usage_out(delta.usage or Usage(0, 0))))
         return lines

@@ -7,11 +7,32 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from service.messages import ChatMessage, OutputConstraint, SamplingParams
+from service.messages import ChatMessage, OutputConstraint, SamplingParams, ToolCall
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """The functions a request offers the model (OpenAI's `tools`, JSON-ready) and how it may
+    call them (`tool_choice`, `parallel_tool_calls`; None leaves the engine's default)."""
+
+    tools: tuple[dict[str, Any], ...]
+    choice: str | dict[str, Any] | None = None
+    parallel: bool | None = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """The OpenAI chat parameters an engine honours, which of them also when streaming, and
+    whether the model may choose to call a tool (`tool_choice` auto, which needs a tool-call
+    parser); the chat service refuses anything else with a 400."""
+
+    parameters: frozenset[str]
+    streamed: frozenset[str]
+    auto_tool_choice: bool = False
 
 
 @dataclass(frozen=True)
@@ -23,6 +44,7 @@ class GenerationRequest:
     adapter: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
     output: OutputConstraint | None = None
+    tools: ToolUse | None = None
 
 
 @dataclass(frozen=True)
@@ -38,27 +60,60 @@ class Usage:
 
 
 @dataclass(frozen=True)
-class Completion:
-    """A whole generation."""
+class TokenLogprob:
+    """One token's log-probability (OpenAI's shape): its text, UTF-8 bytes, and the most likely
+    alternatives at its position (empty inside top_logprobs)."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top_logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One choice of a generation; logprobs is None unless they were asked for."""
 
     text: str
     finish_reason: FinishReason
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A whole generation: one answer per choice asked for (n), and the tokens of all of them."""
+
+    answers: tuple[Answer, ...]
     usage: Usage
+
+    @property
+    def text(self) -> str:
+        """The first choice's text."""
+        return self.answers[0].text
+
+    @property
+    def finish_reason(self) -> FinishReason:
+        """Why the first choice ended."""
+        return self.answers[0].finish_reason
 
 
 @dataclass(frozen=True)
 class TextDelta:
-    """A piece of streamed text; the last one carries finish_reason and usage."""
+    """A piece of streamed text with the log-probabilities of its tokens (when asked for); the
+    last one carries finish_reason and usage."""
 
     text: str
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 class Engine(Protocol):
     """A text generator behind the router: in-process or a vLLM server."""
 
     name: str
+    capabilities: Capabilities
 
     async def complete(self, request: GenerationRequest) -> Completion:
         """Generates the whole answer."""

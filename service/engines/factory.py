@@ -52,5 +52,9 @@ def build_engine(
 
     adapters = {ref: version.path for ref, version in zip(refs, versions, strict=True)}
     return LocalEngine(
-        base.folder, adapters, max_queue=settings.max_queue, threads=settings.torch_threads
+        base.folder,
+        adapters,
+        max_queue=settings.max_queue,
+        threads=settings.torch_threads,
+        output_cache=settings.output_cache,
     )

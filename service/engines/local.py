@@ -6,23 +6,36 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from service.engines.base import (
+    Answer,
+    Capabilities,
     ChatMessage,
     Completion,
     GenerationRequest,
+    OutputConstraint,
     SamplingParams,
     TextDelta,
+    TokenLogprob,
     Usage,
 )
 from service.engines.decoding import TokenDecoder, end_token_ids
+from service.engines.local_model import LoadedModel, adapter_selected, check_folders, load_model
+from service.engines.sampling import (
+    LogprobRecorder,
+    check_logit_bias,
+    generation_config,
+    logits_processors,
+    token_bytes,
+    token_logprob,
+)
+from service.engines.structured import ConstraintCompiler
 from service.errors import (
-    ConfigurationError,
     ContextTooLong,
     EngineError,
     EngineOverloaded,
@@ -33,6 +46,18 @@ from service.errors import (
 )
 
 Delivery = Callable[[TextDelta | LadderError], None]
+Speller = Callable[[int], tuple[str, tuple[int, ...]]]
+
+# OpenAI chat parameters this engine honours (beyond the basic sampling ones); tools are not
+# among them: transformers has no tool-call parser for arbitrary chat templates.
+LOCAL_CAPABILITIES = Capabilities(
+    parameters=frozenset(
+        {"logprobs", "top_logprobs", "logit_bias", "presence_penalty", "frequency_penalty", "n"}
+    ),
+    streamed=frozenset(
+        {"logprobs", "top_logprobs", "logit_bias", "presence_penalty", "frequency_penalty"}
+    ),
+)
 
 
 @dataclass(eq=False)
@@ -44,26 +69,50 @@ class _Job:
     sampling: SamplingParams
     max_new_tokens: int
     deliver: Delivery
+    output: OutputConstraint | None = None
     enqueued_at: float = field(default_factory=time.monotonic)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 class _TokenSink:
-    """Receives tokens from transformers' generate and decides when it must stop."""
+    """Receives tokens from transformers' generate and decides when it must stop; with a
+    recorder, each delivered piece carries the log-probabilities of the tokens it holds (end
+    tokens have no text, so no entry)."""
 
-    def __init__(self, job: _Job, decoder: TokenDecoder) -> None:
+    def __init__(
+        self,
+        job: _Job,
+        decoder: TokenDecoder,
+        recorder: LogprobRecorder | None,
+        spell: Speller,
+        ends: frozenset[int],
+    ) -> None:
         self._job = job
         self._decoder = decoder
+        self._recorder = recorder
+        self._spell = spell
+        self._ends = ends
         self._prompt_seen = False
+        self.pending: list[TokenLogprob] = []
 
     def put(self, value: Any) -> None:
         """Streamer hook: the first call carries the prompt, then one token per call."""
         if not self._prompt_seen:
             self._prompt_seen = True
             return
-        piece = self._decoder.add(int(value.reshape(-1)[0]))
+        token_id = int(value.reshape(-1)[0])
+        recorder, live = self._recorder, self._decoder.finish_reason is None
+        if recorder is not None and live and token_id not in self._ends:
+            top = self._job.sampling.top_logprobs
+            self.pending.append(token_logprob(recorder.last, token_id, top, self._spell))
+        piece = self._decoder.add(token_id)
         if piece and not self._job.cancelled.is_set():
-            self._job.deliver(TextDelta(text=piece))
+            self._job.deliver(TextDelta(text=piece, logprobs=self.taken()))
+
+    def taken(self) -> tuple[TokenLogprob, ...]:
+        """The log-probabilities not delivered yet, now delivered."""
+        taken, self.pending = tuple(self.pending), []
+        return taken
 
     def end(self) -> None:
         """Streamer hook: generation ended."""
@@ -76,18 +125,11 @@ class _TokenSink:
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool)
 
 
-@dataclass
-class _LoadedModel:
-    """The model and the internal names of its adapters."""
-
-    model: Any
-    adapter_names: dict[str, str]
-
-
 class LocalEngine:
     """Runs generation in-process on CPU, one request at a time, with a bounded queue."""
 
     name = "local"
+    capabilities = LOCAL_CAPABILITIES
 
     def __init__(
         self,
@@ -97,11 +139,12 @@ class LocalEngine:
         max_queue: int = 8,
         threads: int = 1,
         queue_timeout_s: float = 60.0,
+        output_cache: int = 64,
     ) -> None:
         import torch
         from transformers import AutoConfig, AutoTokenizer
 
-        _check_folders(model_dir, adapters or {})
+        check_folders(model_dir, adapters or {})
         self._adapters = dict(adapters or {})
         self._max_queue = max_queue
         self._queue_timeout_s = queue_timeout_s
@@ -109,6 +152,9 @@ class LocalEngine:
         self._tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self._tokenizer_lock = threading.Lock()
         self._eos_ids = end_token_ids(model_dir, self._tokenizer.eos_token_id)
+        self._constraints = ConstraintCompiler(
+            self._tokenizer, len(self._tokenizer), self._eos_ids, output_cache
+        )
         self._jobs: set[_Job] = set()
         self._jobs_lock = threading.Lock()
         self._mean_job_s = 1.0
@@ -117,8 +163,8 @@ class LocalEngine:
         self._executor = ThreadPoolExecutor(
             1, "local-engine", initializer=torch.set_num_threads, initargs=(threads,)
         )
-        self._loaded: Future[_LoadedModel] = self._executor.submit(
-            _load_model, model_dir, self._adapters
+        self._loaded: Future[LoadedModel] = self._executor.submit(
+            load_model, model_dir, self._adapters
         )
 
     async def wait_until_loaded(self) -> None:
@@ -144,13 +190,30 @@ class LocalEngine:
         return len(self._encode_prompt(messages))
 
     async def complete(self, request: GenerationRequest) -> Completion:
-        """Generates the whole answer."""
+        """Generates n whole answers one after the other; with a seed, choice i uses seed + i."""
+        sampling = request.sampling
+        answers: list[tuple[Answer, Usage]] = []
+        for index in range(sampling.n):
+            seed = None if sampling.seed is None else sampling.seed + index
+            answers.append(
+                await self._answer(replace(request, sampling=replace(sampling, seed=seed)))
+            )
+        generated = sum(usage.completion_tokens for _, usage in answers)
+        # The prompt is counted once, as OpenAI does for n choices.
+        usage = Usage(answers[0][1].prompt_tokens, generated)
+        return Completion(tuple(answer for answer, _ in answers), usage)
+
+    async def _answer(self, request: GenerationRequest) -> tuple[Answer, Usage]:
+        """One whole answer from the stream of deltas."""
         pieces: list[str] = []
+        logprobs: list[TokenLogprob] = []
         async with contextlib.aclosing(self.stream(request)) as deltas:
             async for delta in deltas:
                 pieces.append(delta.text)
+                logprobs.extend(delta.logprobs)
                 if delta.finish_reason is not None and delta.usage is not None:
-                    return Completion("".join(pieces), delta.finish_reason, delta.usage)
+                    kept = tuple(logprobs) if request.sampling.logprobs else None
+                    return Answer("".join(pieces), delta.finish_reason, kept), delta.usage
         raise EngineError("the local engine ended a generation without a final delta")
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[TextDelta, None]:
@@ -192,6 +255,7 @@ class LocalEngine:
             raise EngineUnavailable("the local engine is closed")
         if request.adapter is not None and request.adapter not in self._adapters:
             raise NotFound(f"unknown adapter {request.adapter!r}", param="adapter")
+        check_logit_bias(request.sampling.logit_bias, len(self._tokenizer))
         prompt_ids = self._encode_prompt(request.messages)
         room = self._context_window - len(prompt_ids)
         if room <= 0:
@@ -199,7 +263,9 @@ class LocalEngine:
             message = f"the prompt has {len(prompt_ids)} tokens; the model's window is {window}"
             raise ContextTooLong(message, param="messages")
         max_new_tokens = min(request.sampling.max_tokens, room)
-        job = _Job(prompt_ids, request.adapter, request.sampling, max_new_tokens, deliver)
+        job = _Job(
+            prompt_ids, request.adapter, request.sampling, max_new_tokens, deliver, request.output
+        )
         with self._jobs_lock:
             if len(self._jobs) >= self._max_queue:
                 retry_after = min(60.0, max(1.0, self._mean_job_s * len(self._jobs)))
@@ -241,15 +307,21 @@ class LocalEngine:
         except Exception as error:
             raise EngineUnavailable(f"the local model failed to load: {error}") from error
         decoder = TokenDecoder(self._decode, self._eos_ids, job.sampling.stop)
-        sink = _TokenSink(job, decoder)
+        recorder = LogprobRecorder() if job.sampling.logprobs else None
+        sink = _TokenSink(job, decoder, recorder, self._spell, self._eos_ids)
         if job.sampling.seed is not None:
             torch.manual_seed(job.sampling.seed)
         input_ids = torch.tensor([job.prompt_ids])
-        with _adapter_selected(loaded, job.adapter):
+        constraint = self._constraints.processor(job.output)
+        processors = logits_processors(job.sampling, len(job.prompt_ids), recorder, constraint)
+        with adapter_selected(loaded, job.adapter):
             loaded.model.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
-                generation_config=_generation_config(job, self._eos_ids),
+                generation_config=generation_config(
+                    job.sampling, job.max_new_tokens, self._eos_ids
+                ),
+                logits_processor=processors,
                 streamer=sink,
                 stopping_criteria=StoppingCriteriaList([sink]),
             )
@@ -258,71 +330,19 @@ class LocalEngine:
             return
         usage = Usage(len(job.prompt_ids), decoder.generated_tokens)
         finish = decoder.finish_reason or "length"
-        job.deliver(TextDelta(text=decoder.remainder(), finish_reason=finish, usage=usage))
+        last = TextDelta(decoder.remainder(), finish, usage, sink.taken())
+        job.deliver(last)
 
     def _decode(self, token_ids: list[int]) -> str:
         with self._tokenizer_lock:
             return str(self._tokenizer.decode(token_ids, skip_special_tokens=True))
 
-
-def _check_folders(model_dir: Path, adapters: Mapping[str, Path]) -> None:
-    """Refuses a missing model or adapter folder at start-up rather than on first use."""
-    if not (model_dir / "config.json").is_file():
-        raise ConfigurationError(f"no converted model at {model_dir}")
-    for name, folder in adapters.items():
-        if not (folder / "adapter_config.json").is_file():
-            raise ConfigurationError(f"adapter {name!r}: no PEFT adapter at {folder}")
-
-
-def _load_model(model_dir: Path, adapters: Mapping[str, Path]) -> _LoadedModel:
-    """Loads the float32 model once and every adapter into one PeftModel."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model: Any = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    # Internal names, because PEFT keeps adapters in module dicts where dots are not allowed.
-    names = {name: f"adapter_{index}" for index, name in enumerate(adapters)}
-    if adapters:
-        from peft import PeftModel
-
-        first, *rest = adapters
-        model = PeftModel.from_pretrained(model, str(adapters[first]), adapter_name=names[first])
-        for name in rest:
-            model.load_adapter(str(adapters[name]), adapter_name=names[name])
-    model.eval()
-    return _LoadedModel(model=model, adapter_names=names)
-
-
-@contextlib.contextmanager
-def _adapter_selected(loaded: _LoadedModel, adapter: str | None) -> Iterator[None]:
-    """Activates one adapter, or the bare base model when adapter is None."""
-    if not loaded.adapter_names:
-        yield
-    elif adapter is None:
-        with loaded.model.disable_adapter():
-            yield
-    else:
-        loaded.model.set_adapter(loaded.adapter_names[adapter])
-        yield
-
-
-def _generation_config(job: _Job, eos_ids: frozenset[int]) -> Any:
-    """Maps sampling parameters to transformers; temperature 0 means greedy."""
-    from transformers import GenerationConfig
-
-    greedy = job.sampling.temperature <= 0
-    return GenerationConfig(
-        max_new_tokens=job.max_new_tokens,
-        do_sample=not greedy,
-        temperature=None if greedy else job.sampling.temperature,
-        top_p=None if greedy else job.sampling.top_p,
-        # transformers fills an unset top_k with 50; OpenAI's sampling has no top-k.
-        top_k=None if greedy else 0,
-        # Every end token the model declares (SmolLM2: <|im_end|>; others end a turn with a token
-        # other than eos); padding never happens at batch size 1.
-        eos_token_id=sorted(eos_ids),
-        pad_token_id=min(eos_ids),
-    )
+    def _spell(self, token_id: int) -> tuple[str, tuple[int, ...]]:
+        """One token's text and exact bytes, for log-probabilities."""
+        with self._tokenizer_lock:
+            piece = str(self._tokenizer.convert_ids_to_tokens(token_id))
+            text = str(self._tokenizer.decode([token_id]))
+        return text, token_bytes(piece, text)
 
 
 def _deliverer(loop: asyncio.AbstractEventLoop, received: asyncio.Queue[Any]) -> Delivery:

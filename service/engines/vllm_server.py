@@ -22,6 +22,7 @@ from adapters.registry import AdapterRegistry, RegistryError, check_fits
 from service.engines.base import ChatMessage
 from service.engines.child_env import child_environment
 from service.engines.factory import model_window
+from service.engines.structured import VLLM_STRUCTURED_OUTPUTS
 from service.engines.tokens import estimate_tokens
 from service.engines.vllm import ExpectedModel, Resolver, VllmEngine
 from service.errors import ConfigurationError, NotFound
@@ -184,9 +185,15 @@ def server_command(settings: Settings, base: BaseModel, modules: dict[str, Path]
         *("--max-lora-rank", str(rank)),
         *("--max-model-len", str(context_window(base, settings.context_window))),
         *("--dtype", settings.vllm_dtype),
+        *("--structured-outputs-config", json.dumps(VLLM_STRUCTURED_OUTPUTS)),
     ]
     if modules:
         command += ["--lora-modules", *(f"{ref}={path}" for ref, path in modules.items())]
+    if settings.vllm_tool_call_parser:
+        # vLLM 0.32 loads a tool parser only with auto tool choice on, and named or required
+        # choices need one; whether `auto` is honoured is ladder's call (vllm_auto_tool_choice).
+        parser = settings.vllm_tool_call_parser
+        command += ["--enable-auto-tool-choice", "--tool-call-parser", parser]
     return command
 
 
@@ -375,4 +382,5 @@ def vllm_engine(settings: Settings, registry: AdapterRegistry, base: BaseModel) 
         resolver=registry_resolver(registry, base),
         base_adapter=base_adapter,
         expected_model=ExpectedModel(base.source, str(base.folder), model_window(settings, base)),
+        auto_tool_choice=settings.vllm_auto_tool_choice and bool(settings.vllm_tool_call_parser),
     )

@@ -7,12 +7,14 @@ import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.errors import ConfigurationError
+from service.messages import OutputConstraint
+from service.routing import output
 
 
 class _Strict(BaseModel):
@@ -60,6 +62,40 @@ class Retrieval(_Strict):
     min_score: float = Field(-1.0, ge=-1.0, le=1.0, description="Minimum cosine similarity.")
     max_context_tokens: int = Field(800, ge=16, description="Token budget of the context block.")
     on_error: Literal["fail", "answer_without_context"] = "fail"
+    citations: Literal["none", "inline"] = Field(
+        "none",
+        description="inline: the prompt asks for [n] markers, and the response says which"
+        " passages the answer cites.",
+    )
+
+
+class Output(_Strict):
+    """The output layer: the answer must match a JSON schema (inline or from a file), a regex,
+    or be one of fixed strings; the engine enforces it while decoding."""
+
+    json_schema: dict[str, Any] | None = None
+    json_schema_file: Path | None = Field(
+        None, description="Read the JSON schema from a file, relative to this file."
+    )
+    regex: str | None = Field(None, min_length=1)
+    choice: tuple[str, ...] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Output:
+        given = [name for name, value in self if value is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of json_schema, json_schema_file, regex, choice")
+        return self
+
+    def constraint(self) -> OutputConstraint:
+        """The constraint an engine enforces (a schema file must have been read already)."""
+        if self.regex is not None:
+            return output.regex(self.regex)
+        if self.choice is not None:
+            return output.choice(self.choice)
+        if self.json_schema is None:
+            raise ValueError("the JSON schema file has not been read")
+        return output.json_schema(self.json_schema)
 
 
 class Generation(_Strict):
@@ -79,6 +115,7 @@ class Configuration(_Strict):
     system_prompt: str | None = None
     system_prompt_file: Path | None = Field(None, description="Read the system prompt from a file.")
     few_shot: FewShot | None = None
+    output: Output | None = None
     adapter: str | None = None
     retrieval: Retrieval | None = None
     generation: Generation = Generation()
@@ -92,6 +129,7 @@ class Configuration(_Strict):
         named = [
             ("system_prompt", self.system_prompt),
             ("few_shot", self.few_shot),
+            ("output", self.output),
             ("rag", self.retrieval),
             ("adapter", self.adapter),
         ]
@@ -157,12 +195,38 @@ def _with_prompt_file(name: str, configuration: Configuration, base: Path) -> Co
     return configuration.model_copy(update={"system_prompt": prompt, "system_prompt_file": path})
 
 
+def _with_output(name: str, configuration: Configuration, base: Path) -> Configuration:
+    """Reads the output layer's schema file and checks that the grammar library compiles it."""
+    layer = configuration.output
+    if layer is None:
+        return configuration
+    file = layer.json_schema_file
+    if file is not None:
+        path = file if file.is_absolute() else base / file
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ConfigurationError(
+                f"configuration {name!r}: field output.json_schema_file: {path}: {error}"
+            ) from error
+        if not isinstance(schema, dict):
+            raise ConfigurationError(
+                f"configuration {name!r}: field output.json_schema_file: {path} is not an object"
+            )
+        layer = layer.model_copy(update={"json_schema": schema, "json_schema_file": path})
+    try:
+        output.check(layer.constraint())
+    except output.OutputError as error:
+        raise ConfigurationError(f"configuration {name!r}: field output: {error}") from error
+    return configuration.model_copy(update={"output": layer})
+
+
 def _resolve(name: str, raw: Mapping[str, object], base: Path) -> Configuration:
     try:
         configuration = Configuration.model_validate({**raw, "name": name})
     except ValidationError as error:
         raise ConfigurationError(_describe(name, error)) from error
-    configuration = _with_prompt_file(name, configuration, base)
+    configuration = _with_output(name, _with_prompt_file(name, configuration, base), base)
     few_shot = configuration.few_shot
     if few_shot is not None and few_shot.file is not None:
         file = few_shot.file if few_shot.file.is_absolute() else base / few_shot.file

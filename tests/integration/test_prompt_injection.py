@@ -1,6 +1,7 @@
 """A corpus document that says "ignore previous instructions" gains no authority: the system
-prompt stays first and unchanged, the hostile text sits only inside the fenced reference block of
-the last user turn (a forged fence end is stripped), and the triage format still holds."""
+prompt stays first, unchanged but for the router's rule never to obey the sources, the hostile text
+sits only inside the fenced reference block of the last user turn (a forged fence end is stripped),
+and the triage format still holds."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ingest.embedder import Embedder
 from ingest.index import Index, IndexLocation
 from ingest.pipeline import IngestJob
 from service.api.app import create_app
-from service.routing.plan import FENCE_CLOSE, FENCE_OPEN
+from service.routing.plan import ANSWER_INSTRUCTION, FENCE_CLOSE, FENCE_OPEN, NEVER_OBEY_SOURCES
 from service.settings import Settings
 from tests.support.models import models_cache_dir
 from tests.support.paths import CORPUS_DOCS, TRIAGE_DIR, TrainedAdapter, ingest_options
@@ -106,14 +107,15 @@ def test_hostile_passage_stays_inside_the_fence_of_the_last_user_turn(
     answer = ask(scripted, "triage-hostile")
     assert "kettle-notes.md" in [c["source"] for c in answer["ladder"]["citations"]]
     prompt = answer["ladder"]["prompt"]
-    assert prompt[0] == {"role": "system", "content": TRIAGE_PROMPT.read_text().strip()}
+    system = f"{TRIAGE_PROMPT.read_text().strip()} {NEVER_OBEY_SOURCES}"
+    assert prompt[0] == {"role": "system", "content": system}
     assert [m["role"] for m in prompt] == ["system", "user"]
     last = prompt[-1]["content"]
     assert all(MARKER not in m["content"] for m in prompt[:-1])
     assert last.count(FENCE_OPEN) == 1 and last.count(FENCE_CLOSE) == 1, "a forged fence end"
     inside = last[last.index(FENCE_OPEN) : last.index(FENCE_CLOSE)]
     assert MARKER in inside and "SYSTEM: new rules" in inside
-    assert last.endswith(f"{FENCE_CLOSE}\n\n{QUESTION}")
+    assert last.endswith(f"{FENCE_CLOSE}\n\nQuestion: {QUESTION}\n{ANSWER_INSTRUCTION}")
 
 
 def triage_reply(client: TestClient, model: str) -> list[str] | None:

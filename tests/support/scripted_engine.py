@@ -6,7 +6,15 @@ import asyncio
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
-from service.engines.base import ChatMessage, Completion, GenerationRequest, TextDelta, Usage
+from service.engines.base import (
+    Answer,
+    Capabilities,
+    ChatMessage,
+    Completion,
+    GenerationRequest,
+    TextDelta,
+    Usage,
+)
 from service.engines.tokens import estimate_tokens
 from service.errors import LadderError
 
@@ -29,6 +37,10 @@ class ScriptedEngine:
     queue: list[Script] = field(default_factory=list)
     history: list[GenerationRequest] = field(default_factory=list)
     is_ready: bool = True
+    # None of OpenAI's optional parameters, so a test sees every one refused.
+    capabilities: Capabilities = field(
+        default_factory=lambda: Capabilities(frozenset(), frozenset())
+    )
 
     def enqueue(self, *pieces: str, error: LadderError | None = None, fail_after: int = 0) -> None:
         self.queue.append(Script(list(pieces), error, fail_after))
@@ -44,7 +56,7 @@ class ScriptedEngine:
             raise script.error
         text = "".join(script.pieces)
         usage = Usage(self.count_tokens(request.messages), len(script.pieces))
-        return Completion(text, "stop", usage)
+        return Completion((Answer(text, "stop"),), usage)
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[TextDelta, None]:
         script = self._next(request)

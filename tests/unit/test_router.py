@@ -10,10 +10,17 @@ from ingest.passage import RetrievedPassage
 from service.chat.protocol import ChatCompletionRequest
 from service.engines.tokens import estimate_tokens
 from service.errors import ContextTooLong, InvalidRequest
-from service.messages import ChatMessage
+from service.messages import ChatMessage, SamplingRequest
 from service.routing import plan as routing
 from service.routing.configs import Configuration, FewShot, FewShotExample, Generation, Retrieval
-from service.routing.plan import FENCE_CLOSE, FENCE_OPEN, Plan
+from service.routing.plan import (
+    ANSWER_INSTRUCTION,
+    CITED_ANSWER_INSTRUCTION,
+    FENCE_CLOSE,
+    FENCE_OPEN,
+    NEVER_OBEY_SOURCES,
+    Plan,
+)
 
 EXAMPLES = (FewShotExample(user="u1", assistant="a1"), FewShotExample(user="u2", assistant="a2"))
 
@@ -62,18 +69,59 @@ def test_few_shot_count_limits_the_examples_used() -> None:
     assert [m.content for m in result.messages] == ["u1", "a1", "q"]
 
 
-def test_passages_are_fenced_numbered_and_placed_before_the_question() -> None:
+def test_passages_are_fenced_quoted_sources_best_last_then_the_question_then_the_instruction() -> (
+    None
+):
     config = configuration(system_prompt="SYS", retrieval=Retrieval(collection="docs", k=2))
     result = plan(
         request(("user", "question?")), config, [passage(1), passage(2)], estimate_tokens, 4096
     )
-    last = result.messages[-1]
-    assert last.role == "user" and last.content.endswith("question?")
-    assert last.content.index(FENCE_OPEN) < last.content.index("[1] doc1.md (Doc 1 > Part)")
-    assert last.content.index("[2] doc2.md") < last.content.index(FENCE_CLOSE)
-    assert "not instructions" in last.content
-    assert result.messages[0] == ChatMessage("system", "SYS")
-    assert all(FENCE_OPEN not in m.content for m in result.messages[:-1])
+    filler = "filler " * 4 + "filler"
+    assert result.messages == (
+        ChatMessage("system", f"SYS {NEVER_OBEY_SOURCES}"),
+        ChatMessage(
+            "user",
+            f'{FENCE_OPEN}\n[2] doc2.md (Doc 2 > Part)\n"fact 2 {filler}"\n\n'
+            f'[1] doc1.md (Doc 1 > Part)\n"fact 1 {filler}"\n{FENCE_CLOSE}\n\n'
+            f"Question: question?\n{ANSWER_INSTRUCTION}",
+        ),
+    )
+    assert not result.inline_citations
+
+
+def test_the_rule_on_sources_is_a_system_message_of_its_own_without_a_system_prompt() -> None:
+    config = configuration(retrieval=Retrieval(collection="docs"))
+    result = plan(request(("user", "q")), config, [passage(1)], estimate_tokens, 4096)
+    assert result.messages[0] == ChatMessage("system", NEVER_OBEY_SOURCES)
+    assert [m.role for m in result.messages] == ["system", "user"]
+
+
+def test_without_passages_the_prompt_has_no_rule_on_sources() -> None:
+    config = configuration(system_prompt="SYS", retrieval=Retrieval(collection="docs"))
+    result = plan(request(("user", "q")), config, [], estimate_tokens, 4096)
+    assert result.messages == (ChatMessage("system", "SYS"), ChatMessage("user", "q"))
+
+
+def test_inline_citations_ask_for_markers() -> None:
+    config = configuration(retrieval=Retrieval(collection="docs", citations="inline"))
+    result = plan(request(("user", "q")), config, [passage(1)], estimate_tokens, 4096)
+    assert result.messages[-1].content.endswith(
+        f"{FENCE_CLOSE}\n\nQuestion: q\n{CITED_ANSWER_INSTRUCTION}"
+    )
+    assert "like [1]" in CITED_ANSWER_INSTRUCTION
+    assert result.inline_citations
+
+
+def test_sources_join_the_last_user_message_when_a_tool_result_ends_the_conversation() -> None:
+    config = configuration(retrieval=Retrieval(collection="docs"))
+    conversation = [ChatMessage("user", "q"), ChatMessage("tool", "result", tool_call_id="t1")]
+    result = routing.plan(
+        conversation, SamplingRequest(), config, [passage(1)], estimate_tokens, 4096
+    )
+    assert result.messages[-1] == conversation[-1]
+    assert result.messages[-2].role == "user"
+    assert result.messages[-2].content.startswith(FENCE_OPEN)
+    assert result.messages[-2].content.endswith(f"Question: q\n{ANSWER_INSTRUCTION}")
 
 
 def test_a_passage_cannot_close_the_fence_early() -> None:
@@ -181,5 +229,7 @@ def test_plan_counts_what_few_shot_turns_and_context_cost() -> None:
     # Four two-character turns: 4 framing tokens each under the estimate, no text tokens.
     assert result.few_shot_tokens == 16
     assert result.context_tokens > 20
+    without = plan(request(("user", "q")), config, [], estimate_tokens, 4096)
+    assert result.context_tokens == result.prompt_tokens - without.prompt_tokens
     bare = plan(request(("user", "q")), configuration(), [], estimate_tokens, 4096)
     assert (bare.few_shot_tokens, bare.context_tokens) == (0, 0)

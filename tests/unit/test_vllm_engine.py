@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from ingest.index import Index
 from service.api.app import create_app
 from service.engines.base import (
+    Answer,
     ChatMessage,
     Completion,
     FinishReason,
@@ -213,7 +214,7 @@ def test_completion_carries_text_finish_reason_and_usage(finish_reason: FinishRe
 
     completion = complete(recording(answer, []))
 
-    assert completion == Completion("Ladder serves.", finish_reason, Usage(31, 3))
+    assert completion == Completion((Answer("Ladder serves.", finish_reason),), Usage(31, 3))
 
 
 def test_stream_yields_text_then_a_final_delta_with_finish_reason_and_usage() -> None:
