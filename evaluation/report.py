@@ -233,7 +233,7 @@ def markdown_table(summaries: Sequence[ConfigurationSummary], metric_names: Sequ
             f"{s.few_shot_tokens:.0f}",
             f"{s.context_tokens:.0f}",
             f"{s.completion_tokens:.0f}",
-            f"{s.completion_tokens_per_s:.1f}",
+            "-" if math.isnan(s.completion_tokens_per_s) else f"{s.completion_tokens_per_s:.1f}",
             f"{s.cost_per_1k:.4f}",
             f"{s.self_hosted_per_1k:.3f}",
             f"{s.p50_latency_s:.2f} s",
@@ -253,17 +253,25 @@ def chart(
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    labelled: list[tuple[float, float]] = []
+    widest = max((s.cost_per_1k for s in summaries if not math.isnan(s.cost_per_1k)), default=1.0)
     for s in summaries:
         interval = s.metrics.get(target.metric)
         if interval is None or math.isnan(s.cost_per_1k):
             continue
         error = [[interval.value - interval.low], [interval.high - interval.value]]
         axes.errorbar(s.cost_per_1k, interval.value, yerr=error, fmt="o", capsize=4)
+        # A point close to one already labelled gets its label below, so labels never overlap.
+        near = sum(
+            abs(cost - s.cost_per_1k) < 0.05 * widest and abs(value - interval.value) < 0.05
+            for cost, value in labelled
+        )
+        labelled.append((s.cost_per_1k, interval.value))
         axes.annotate(
             s.name,
             (s.cost_per_1k, interval.value),
             textcoords="offset points",
-            xytext=(6, 6),
+            xytext=(6, 6 - 12 * near),
             fontsize=9,
         )
     axes.axhline(target.value, linestyle="--", color="grey")

@@ -169,6 +169,26 @@ class EvaluationOutcome:
             data["task"], data["kind"], target, summaries, data["run"], data.get("base_model")
         )
 
+    @classmethod
+    def merged(cls, outcomes: Sequence[EvaluationOutcome]) -> EvaluationOutcome:
+        """Several saved runs of one task, target and base model as one report, the rule applied
+        anew; a configuration in a later run replaces the same one in an earlier run."""
+        first = outcomes[0]
+        for other in outcomes[1:]:
+            if (other.task_name, str(other.target)) != (first.task_name, str(first.target)):
+                raise ValueError(
+                    f"runs of {first.task_name} ({first.target}) and {other.task_name}"
+                    f" ({other.target}) cannot share a report"
+                )
+            if other.base_model and first.base_model and other.base_model != first.base_model:
+                raise ValueError("the runs used different base models")
+        by_name = {s.name: s for outcome in outcomes for s in outcome.summaries}
+        key = "+".join(outcome.key for outcome in outcomes)
+        base_model = next((o.base_model for o in outcomes if o.base_model), None)
+        return cls.build(
+            first.task_name, first.kind, first.target, list(by_name.values()), key, base_model
+        )
+
     def text(self) -> str:
         """The Markdown table and the recommendation (and the base model, when known)."""
         table = markdown_table(self.summaries, self.metric_names)

@@ -91,19 +91,36 @@ def eval_command(
 
 
 def eval_report_command(
-    results: Annotated[Path, typer.Argument(help="A file written by `ladder eval --json`.")],
+    results: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Files written by `ladder eval --json`; several runs of one task are merged"
+            " (a configuration in a later file replaces the same one in an earlier file)."
+        ),
+    ],
     out_dir: Annotated[Path, typer.Option(help="Where report.md and chart.png go.")],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the (merged) results here.")
+    ] = None,
 ) -> None:
-    """Re-renders a saved evaluation's table, chart and recommendation without re-running it."""
+    """Re-renders saved evaluations' table, chart and recommendation without re-running them."""
     import json
 
     from evaluation.runner import EvaluationOutcome
     from service.cli.common import fail
 
+    outcomes = []
+    for path in results:
+        try:
+            outcomes.append(
+                EvaluationOutcome.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            )
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise fail(f"{path} holds no ladder evaluation results: {error}") from None
     try:
-        outcome = EvaluationOutcome.from_dict(json.loads(results.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise fail(f"{results} holds no ladder evaluation results: {error}") from None
-    outcome.write(out_dir, None)
+        outcome = EvaluationOutcome.merged(outcomes)
+    except ValueError as error:
+        raise fail(str(error)) from None
+    outcome.write(out_dir, json_out)
     typer.echo(outcome.text())
     typer.echo(f"\ntable and chart: {out_dir}")

@@ -179,6 +179,22 @@ def test_saved_results_render_the_same_report_again(tmp_path: Path) -> None:
     assert (tmp_path / "chart.png").stat().st_size > 0
 
 
+def test_saved_runs_of_one_task_merge_and_the_rule_is_applied_anew() -> None:
+    old = EvaluationOutcome.build(
+        "t", "behaviour", TARGET, [summary("prompt", 0.2, 0.01), summary("lora", 0.5, 0.02)], "a"
+    )
+    new = EvaluationOutcome.build(
+        "t", "behaviour", TARGET, [summary("prompt", 0.3, 0.01), summary("shot", 0.95, 0.03)], "b"
+    )
+    merged = EvaluationOutcome.merged([old, new])
+    assert [s.name for s in merged.summaries] == ["prompt", "lora", "shot"]
+    assert merged.summaries[0].value("format_validity") == 0.3  # the later run's row
+    assert merged.recommendation.chosen == "shot" and merged.key == "a+b"
+    other = EvaluationOutcome.build("u", "behaviour", TARGET, [summary("x", 1.0, 0.01)], "c")
+    with pytest.raises(ValueError, match="cannot share a report"):
+        EvaluationOutcome.merged([old, other])
+
+
 def test_targets_parse_and_compare() -> None:
     assert Target.parse("mrr > 0.5").met_by(0.6) and not Target.parse("mrr>0.5").met_by(0.5)
     assert not TARGET.met_by(math.nan)
