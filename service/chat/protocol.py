@@ -10,8 +10,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -294,6 +296,14 @@ class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     tool_calls: list[ToolCallWire] | None = None
+
+    @model_serializer(mode="wrap")
+    def _content_always(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`content` is sent even when null (beside tool_calls), as OpenAI sends it, though
+        responses are written without their other null fields."""
+        data: dict[str, Any] = handler(self)
+        data.setdefault("content", None)
+        return data
 
 
 class Choice(BaseModel):

@@ -4,6 +4,7 @@ capabilities."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
+from service.chat.protocol import ResponseMessage
+from service.chat.tools import ToolCallWire
 from service.engines.local import LOCAL_CAPABILITIES
 from service.engines.vllm_wire import VLLM_CAPABILITIES
 from service.messages import ToolCall
@@ -233,3 +236,13 @@ def test_a_field_ladder_does_not_know_is_a_400_naming_it(
     error = refusal(client, extra_body={field: ["x"]})
     assert error.param == field
     assert engine.history == []
+
+
+def test_an_answer_of_tool_calls_is_written_with_content_null() -> None:
+    call = ToolCallWire.model_validate(
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    )
+    written = ResponseMessage(content=None, tool_calls=[call]).model_dump_json(exclude_none=True)
+
+    assert json.loads(written)["content"] is None
+    assert '"content":null' in written

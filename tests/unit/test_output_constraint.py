@@ -217,7 +217,7 @@ def test_vllm_starts_with_llguidance_and_one_line_json() -> None:
     base = BaseModel("SmolLM2", Path("/models/smollm2"), fingerprint, 2048)
     command = server_command(Settings(), base, {})
     flag = command.index("--structured-outputs-config")
-    assert json.loads(command[flag + 1]) == {"backend": "guidance", "disable_any_whitespace": True}
+    assert json.loads(command[flag + 1]) == {"backend": "xgrammar", "disable_any_whitespace": True}
 
 
 def test_the_evaluation_reports_completion_tokens_per_second() -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,13 @@ from tests.support.models import models_cache_dir
 from tests.support.processes import free_port, spawn, stop_process, wait_for_http
 
 ADMIN_TOKEN = "vllm-suite-admin-token"
+# The configurations of the shared adapter-less stack (conftest's plain_stack): the base model,
+# and an output layer of three choices.
+REMEDIES = ("refund", "repair", "replace")
+PLAIN_CONFIG = (
+    "configurations:\n  base: {}\n"
+    f"  remedy:\n    output:\n      choice: {json.dumps(list(REMEDIES))}\n"
+)
 
 
 @dataclass(frozen=True)

@@ -5,20 +5,15 @@ structured outputs, and the answers hold to them."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 
-from tests.vllm.served import Stack, served_stack, vllm_settings
+from tests.vllm.served import REMEDIES, Stack
 
 pytestmark = [pytest.mark.vllm, pytest.mark.server, pytest.mark.slow]
 
-CHOICES = ["refund", "repair", "replace"]
-CONFIG = (
-    f"configurations:\n  base: {{}}\n  remedy:\n    output:\n      choice: {json.dumps(CHOICES)}\n"
-)
 SCHEMA = {
     "type": "object",
     "properties": {
@@ -32,12 +27,8 @@ QUESTION = {"role": "user", "content": "My kettle sparks when I switch it on. Tr
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory, vllm_installed: None) -> Iterator[Any]:
-    data = tmp_path_factory.mktemp("vllm-structured")
-    (data / "configs.yaml").write_text(CONFIG)
-    stack: Stack
-    with served_stack(vllm_settings(data)) as stack:
-        yield openai.OpenAI(base_url=f"{stack.ladder_url}/v1", api_key="-", max_retries=0)
+def client(plain_stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{plain_stack.ladder_url}/v1", api_key="-", max_retries=0)
 
 
 def ask(client: openai.OpenAI, model: str = "base", **fields: Any) -> Any:
@@ -61,4 +52,4 @@ def test_a_json_schema_response_format_gets_one_line_of_matching_json(
 def test_a_configuration_output_layer_holds_the_answer_to_its_choices(
     client: openai.OpenAI,
 ) -> None:
-    assert ask(client, "remedy").choices[0].message.content in CHOICES
+    assert ask(client, "remedy").choices[0].message.content in REMEDIES

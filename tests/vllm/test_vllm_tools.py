@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
-from tests.vllm.served import Stack, served_stack, vllm_settings
+from tests.vllm.served import Stack
 
 pytestmark = [pytest.mark.vllm, pytest.mark.server, pytest.mark.slow]
 
-CONFIG = "configurations:\n  base: {}\n"
 WEATHER = {
     "type": "function",
     "function": {
@@ -36,16 +35,8 @@ QUESTION = {"role": "user", "content": "What is the weather in Oslo?"}
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, vllm_installed: None) -> Iterator[Stack]:
-    data = tmp_path_factory.mktemp("vllm-tools")
-    (data / "configs.yaml").write_text(CONFIG)
-    with served_stack(vllm_settings(data)) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def client(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{stack.ladder_url}/v1", api_key="unused", max_retries=0)
+def client(plain_stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{plain_stack.ladder_url}/v1", api_key="-", max_retries=0)
 
 
 def ask(client: openai.OpenAI, messages: list[Any] | None = None, **fields: Any) -> Any:
@@ -121,3 +112,16 @@ def test_n_gives_that_many_choices_and_penalties_are_accepted(client: openai.Ope
 
     assert [choice.index for choice in answer.choices] == [0, 1]
     assert all(choice.message.content for choice in answer.choices)
+
+
+def test_the_wire_answer_has_content_null_beside_tool_calls(plain_stack: Stack) -> None:
+    body = {"model": "base", "messages": [QUESTION], "tools": [WEATHER], "tool_choice": NAMED}
+    sent = httpx.post(
+        f"{plain_stack.ladder_url}/v1/chat/completions",
+        json={**body, "temperature": 0, "max_tokens": 48},
+        timeout=120,
+    )
+
+    message = sent.json()["choices"][0]["message"]
+    assert "content" in message and message["content"] is None
+    assert message["tool_calls"][0]["function"]["name"] == "get_weather"
