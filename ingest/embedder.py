@@ -1,14 +1,19 @@
-"""The bundled sentence embedder, loaded from its installed package (never from a hub)."""
+"""The bundled sentence embedder, loaded from its installed package (never from a hub), run by
+torch (sentence-transformers) or by ONNX Runtime from an export cached under the cache dir."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal, Protocol, get_args
 
 import numpy as np
 
 EMBEDDER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+EmbedBackend = Literal["torch", "onnx", "onnx-int8"]
+EMBED_BACKENDS: tuple[EmbedBackend, ...] = get_args(EmbedBackend)
 
 
 class EmbedderMissing(Exception):
@@ -25,12 +30,39 @@ def bundled_embedder_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-class Embedder:
-    """The bundled all-MiniLM-L6-v2, loaded from its installed path (never from a hub)."""
+def vector_family(backend: str) -> str:
+    """Backends whose vectors agree (cosine ≥ 0.999 on the probe set, tested) share a family:
+    torch and onnx are both fp32; int8 quantisation moves vectors enough to need its own index."""
+    return "int8" if backend == "onnx-int8" else "fp32"
 
-    name = EMBEDDER_NAME
 
-    def __init__(self, threads: int = 1, path: Path | None = None) -> None:
+def incompatibility(built: Mapping[str, object], embedder: Embedder | None) -> str | None:
+    """Why a collection built as its metadata says cannot be read or written with embedder, or
+    None. A collection without a recorded backend was built before backends existed: by torch."""
+    model = built.get("embedder")
+    if model not in (None, EMBEDDER_NAME):
+        return f"was built with another embedder: {model}"
+    backend = str(built.get("embed_backend") or "torch")
+    if embedder is None or vector_family(backend) == vector_family(embedder.backend):
+        return None
+    return (
+        f"was built with the {backend} embedding backend, whose vectors differ from this"
+        f" process's {embedder.backend}: set LADDER_EMBED_BACKEND={backend} or re-ingest it"
+    )
+
+
+class _Encoder(Protocol):
+    """What a backend provides: chunk-sizing token ids and unit vectors for one batch."""
+
+    def token_ids(self, text: str) -> list[int]: ...
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class _TorchEncoder:
+    """sentence-transformers on torch: the reference the other backends are measured against."""
+
+    def __init__(self, model: Path, threads: int) -> None:
         import torch
         import transformers
         from sentence_transformers import SentenceTransformer
@@ -39,25 +71,63 @@ class Embedder:
         transformers.logging.set_verbosity_error()
 
         torch.set_num_threads(threads)
-        self._model = SentenceTransformer(str(path or bundled_embedder_path()), device="cpu")
-        self._tokenizer = self._model.tokenizer
+        self._model = SentenceTransformer(str(model), device="cpu")
+
+    def token_ids(self, text: str) -> list[int]:
+        return list(self._model.tokenizer.encode(text, add_special_tokens=False))
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=len(texts),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def _encoder(model: Path, threads: int, backend: EmbedBackend, cache_dir: Path | None) -> _Encoder:
+    if backend == "torch":
+        return _TorchEncoder(model, threads)
+    from ingest.onnx_embedder import OnnxEncoder, exported_model
+
+    if cache_dir is None:
+        raise ValueError(f"the {backend} embedding backend needs a cache dir for its export")
+    return OnnxEncoder(model, exported_model(model, cache_dir, backend == "onnx-int8"), threads)
+
+
+class Embedder:
+    """The bundled all-MiniLM-L6-v2, loaded from its installed path (never from a hub), run by
+    the chosen backend; the ONNX ones export the model under cache_dir on first use."""
+
+    name = EMBEDDER_NAME
+
+    def __init__(
+        self,
+        threads: int = 1,
+        path: Path | None = None,
+        backend: EmbedBackend = "torch",
+        cache_dir: Path | None = None,
+    ) -> None:
+        if backend not in EMBED_BACKENDS:
+            raise ValueError(f"unknown embedding backend {backend!r}: use one of {EMBED_BACKENDS}")
+        self.backend: EmbedBackend = backend
+        self._encoder = _encoder(path or bundled_embedder_path(), threads, backend, cache_dir)
         self._lock = threading.Lock()
-        self.dimension = int(self._model.get_embedding_dimension())
+        self.dimension = int(self._encoder.encode(["dimension probe"]).shape[1])
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids without special tokens, for chunk sizing."""
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
+        return self._encoder.token_ids(text)
 
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text."""
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
+        """Unit-length float32 vectors, one row per text, in batches of similar length (as
+        sentence-transformers sorts them), so padding stays short."""
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        order = np.argsort([-len(text) for text in texts], kind="stable")
         with self._lock:
-            vectors = self._model.encode(
-                list(texts),
-                batch_size=batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(vectors, dtype=np.float32)
+            for start in range(0, len(texts), batch_size):
+                rows = order[start : start + batch_size]
+                vectors[rows] = self._encoder.encode([texts[row] for row in rows])
+        return vectors

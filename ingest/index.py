@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ingest.bm25 import BM25Index, reciprocal_rank_fusion
-from ingest.embedder import Embedder
+from ingest.embedder import Embedder, incompatibility
 from ingest.passage import MetadataValue, RetrievedPassage
 
 if TYPE_CHECKING:
@@ -174,14 +174,15 @@ class Index:
                 found = self._client.get_or_create_collection(
                     name,
                     configuration={"hnsw": {"space": "cosine"}},
-                    metadata={"embedder": self.embedder.name},
+                    metadata={
+                        "embedder": self.embedder.name,
+                        "embed_backend": self.embedder.backend,
+                    },
                     embedding_function=None,
                 )
-        embedder = (found.metadata or {}).get("embedder")
-        if embedder not in (None, Embedder.name):
-            raise IndexUnavailable(
-                f"collection {name!r} was built with another embedder: {embedder}"
-            )
+        refused = incompatibility(found.metadata or {}, self._embedder)
+        if refused is not None:
+            raise IndexUnavailable(f"collection {name!r} {refused}")
         return found
 
     def max_batch_size(self) -> int:

@@ -25,7 +25,10 @@ def open_index(settings: Settings) -> Index:
     """The index with the bundled embedder; raises IndexUnavailable."""
     from ingest.embedder import Embedder
 
-    return Index(index_location(settings), Embedder(threads=settings.torch_threads))
+    embedder = Embedder(
+        threads=settings.torch_threads, backend=settings.embed_backend, cache_dir=settings.cache_dir
+    )
+    return Index(index_location(settings), embedder)
 
 
 def open_index_or_none(settings: Settings) -> Index | None:

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         1, ge=1, le=64, description="Torch threads for embedding and local generation."
     )
+    # ingest.embedder.EmbedBackend, spelled out: the settings are a leaf (mypy checks they agree).
+    embed_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "onnx",
+        description="Runs the embedder: torch, onnx (ONNX Runtime fp32) or onnx-int8"
+        " (dynamic int8); the ONNX exports are built once under the cache dir.",
+    )
     chunk_size: int = Field(200, ge=32, le=2048, description="Chunk size in embedder tokens.")
     chunk_overlap: int = Field(30, ge=0, le=512, description="Chunk overlap in embedder tokens.")
     max_file_bytes: int = Field(

@@ -95,7 +95,11 @@ async def _start(
         Metrics(),
         chat_limits(settings, window),
         experiments=experiments,
-        examples=ExampleSelector(bundled_embedder(chosen_index, settings.torch_threads)),
+        examples=ExampleSelector(
+            bundled_embedder(
+                chosen_index, settings.torch_threads, settings.embed_backend, settings.cache_dir
+            )
+        ),
         debug_prompts=settings.debug_prompts,
     )
     await experiments.start()

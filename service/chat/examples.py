@@ -12,10 +12,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from ingest.embedder import EmbedBackend
 from ingest.index import Index
 from service.routing.configs import FewShot, FewShotExample
 
@@ -87,9 +89,14 @@ class ExampleSelector:
         return tuple(pool.examples[i] for i in order)
 
 
-def bundled_embedder(index: Index | None, threads: int) -> Callable[[], TextEmbedder]:
+def bundled_embedder(
+    index: Index | None,
+    threads: int,
+    backend: EmbedBackend = "torch",
+    cache_dir: Path | None = None,
+) -> Callable[[], TextEmbedder]:
     """The index's embedder when there is an index (one model in memory), else the bundled one
-    loaded on first use."""
+    (on the given backend) loaded on first use."""
     loaded: list[TextEmbedder] = []
 
     def embedder() -> TextEmbedder:
@@ -98,7 +105,7 @@ def bundled_embedder(index: Index | None, threads: int) -> Callable[[], TextEmbe
         if not loaded:
             from ingest.embedder import Embedder
 
-            loaded.append(Embedder(threads=threads))
+            loaded.append(Embedder(threads=threads, backend=backend, cache_dir=cache_dir))
         return loaded[0]
 
     return embedder
