@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
+from tests.support.ladder_process import ladder_serve
 from tests.support.models import models_cache_dir
-from tests.support.processes import free_port, stop_process, wait_for_http
 
 CHOICES = ["refund", "repair", "replace"]
 CONFIG = f"""
@@ -60,20 +58,8 @@ def client(
         "LADDER_CONFIG": str(data / "configs.yaml"),
         "LADDER_CACHE_DIR": str(models_cache_dir()),
     }
-    port = free_port()
-    log = (data / "server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/ready", 180, process)
-        yield openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="-", max_retries=0)
-    finally:
-        stop_process(process)
-        log.close()
+    with ladder_serve(env, data / "server.log", probe="/ready") as served:
+        yield openai.OpenAI(base_url=f"{served.base}/v1", api_key="-", max_retries=0)
 
 
 def ask(client: openai.OpenAI, model: str, **fields: object):  # type: ignore[no-untyped-def]
