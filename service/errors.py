@@ -23,6 +23,9 @@ LadderError
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
 
 class LadderError(Exception):
     """The root of every error ladder reports to a client."""
@@ -154,3 +157,18 @@ def error_body(error: LadderError) -> dict[str, dict[str, str | None]]:
             "code": error.code,
         }
     }
+
+
+class Invalid(Protocol):
+    """A validation error (pydantic's ValidationError) as first_problem reads it."""
+
+    def errors(self) -> Sequence[Mapping[str, object]]: ...
+
+
+def first_problem(error: Invalid) -> str:
+    """A validation error's first problem on one line, `field.path: message` (pydantic's own
+    text reports every problem, and every union member, on lines of their own)."""
+    first = error.errors()[0]
+    location = first["loc"]
+    where = ".".join(str(part) for part in location) if isinstance(location, tuple) else ""
+    return f"{where}: {first['msg']}" if where else str(first["msg"])

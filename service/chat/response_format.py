@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from service.errors import InvalidRequest
+from service.errors import InvalidRequest, first_problem
 from service.messages import OutputConstraint
 from service.routing import output
 
@@ -59,9 +59,7 @@ def parse_response_format(value: Any) -> ResponseFormat | None:
     try:
         return ResponseFormat.model_validate(value)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ValueError(f"{where}: {first['msg']}" if where else first["msg"]) from None
+        raise ValueError(first_problem(error)) from None
 
 
 def requested_output(

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from service.errors import InvalidChange
+from service.errors import InvalidChange, first_problem
 
 Status = Literal["draft", "running", "paused", "concluded"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -75,9 +75,7 @@ def validated(raw: Mapping[str, Any]) -> ExperimentSpec:
     try:
         return ExperimentSpec.model_validate(raw)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise InvalidChange(f"{where}: {first['msg']}" if where else first["msg"]) from None
+        raise InvalidChange(first_problem(error)) from None
 
 
 def check_configurations(spec: ExperimentSpec, served: Collection[str]) -> None:

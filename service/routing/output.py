@@ -9,6 +9,7 @@ object keys in the order the schema declares them.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -76,9 +77,11 @@ def grammar(constraint: OutputConstraint) -> str:
     return str(LLMatcher.grammar_from_lark(f"start: {literals}"))
 
 
+@functools.lru_cache(maxsize=256)
 def check(constraint: OutputConstraint) -> str:
     """The constraint's grammar, compiled once without a tokenizer to find its errors; raises
-    OutputError naming the problem (an unknown type, a bad regex, a dangling $ref...)."""
+    OutputError naming the problem (an unknown type, a bad regex, a dangling $ref...). Kept per
+    constraint: a request's response_format and the engine's compile ask for the same one."""
     from llguidance import LLMatcher
 
     text = grammar(constraint)
