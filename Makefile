@@ -14,7 +14,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export LADDER_TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 export LADDER_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: install system-deps run test check lint bench clean
+.PHONY: install system-deps run test check lint bench bench-peers clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -80,6 +80,13 @@ lint: install
 
 bench: install
 	$(PY) bench/ingest_retrieval.py
+
+# The peers bench/service_overhead.py measures beside ladder, each in its own venv outside the
+# project (never a dependency): the LiteLLM proxy, pinned in bench/peers/litellm.txt.
+LADDER_BENCH_LITELLM_VENV ?= $(HOME)/.cache/ladder-bench/venv-litellm
+bench-peers:
+	python3 -m venv $(LADDER_BENCH_LITELLM_VENV)
+	$(LADDER_BENCH_LITELLM_VENV)/bin/python -m pip install -qq -r bench/peers/litellm.txt
 
 clean:
 	rm -rf $(VENV) .ladder .pytest_cache

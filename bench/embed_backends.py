@@ -2,13 +2,19 @@
 
 Run from the repository root: `python bench/embed_backends.py [--quick] [--out FILE]`. Every
 backend runs on one thread in the same process; query timings interleave the backends, so each
-sees the same load.
+sees the same load. The `remote` row is LADDER_EMBEDDINGS_URL's client against
+tests/support/embeddings_server.py (the fp32 ONNX export on one thread, another process on
+127.0.0.1): what the HTTP round trip and JSON cost over in-process `onnx`.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +23,20 @@ import numpy as np
 from harness import percentile
 from ingest_retrieval import BATCH, MODES, QualityRow, load_qa, measure_quality, timed, warm_up
 
-from ingest.embedder import EMBED_BACKENDS, EmbedBackend, Embedder
+from ingest.embedder import (
+    EMBED_BACKENDS,
+    EMBEDDER_NAME,
+    EmbedBackend,
+    Embedder,
+    TextEmbedder,
+    bundled_embedder_path,
+)
 from ingest.index import Index, IndexLocation
+from ingest.onnx_embedder import exported_model
 from ingest.pipeline import IngestJob, IngestOptions
-from tests.support.paths import CORPUS_DOCS
+from ingest.remote_embedder import EndpointOptions, RemoteEmbedder
+from tests.support.paths import CORPUS_DOCS, REPO
+from tests.support.processes import free_port, spawn, stop_process, wait_for_http
 
 SECTION_TITLE = "## Embedding backends"
 GOAL_P50_MS = 6.0
@@ -30,7 +46,7 @@ GOAL_P50_MS = 6.0
 class BackendRow:
     """What one backend measured."""
 
-    backend: EmbedBackend
+    backend: str
     first_load_s: float
     cached_load_s: float
     query_ms: list[float] = field(default_factory=list)
@@ -47,8 +63,30 @@ def load(backend: EmbedBackend, cache: Path) -> tuple[Embedder, float, float]:
     return embedder, first, cached
 
 
+@contextmanager
+def remote_embedder(cache: Path) -> Iterator[tuple[RemoteEmbedder, float, float]]:
+    """The test embeddings server over the fp32 export in cache (started, then stopped by PID),
+    its client, the seconds until the server answered and the client's construction seconds."""
+    port = free_port()
+    server = REPO / "tests" / "support" / "embeddings_server.py"
+    onnx = exported_model(bundled_embedder_path(), cache, quantized=False)
+    command = [sys.executable, str(server), "--port", str(port), "--onnx", str(onnx)]
+    command += ["--model-dir", str(bundled_embedder_path()), "--served-name", EMBEDDER_NAME]
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        process, started = timed(spawn, command, cache / "embeddings-server.log")
+        _, waited = timed(wait_for_http, f"http://127.0.0.1:{port}/health", 60, process)
+        url = f"http://127.0.0.1:{port}"
+        options = EndpointOptions(url=url, model=EMBEDDER_NAME, batch_size=BATCH)
+        client, built = timed(RemoteEmbedder, options)
+        yield client, started + waited, built
+    finally:
+        if process is not None:
+            stop_process(process)
+
+
 def interleaved_queries(
-    embedders: dict[EmbedBackend, Embedder], rows: dict[EmbedBackend, BackendRow], count: int
+    embedders: dict[str, TextEmbedder], rows: dict[str, BackendRow], count: int
 ) -> None:
     """Each short question embedded by every backend in turn, one text per call."""
     questions = [item["question"] for item in load_qa()]
@@ -59,7 +97,7 @@ def interleaved_queries(
 
 
 def measure_backend(
-    row: BackendRow, embedder: Embedder, reference: np.ndarray, texts: list[str], work: Path
+    row: BackendRow, embedder: TextEmbedder, reference: np.ndarray, texts: list[str], work: Path
 ) -> None:
     """Batch rate and agreement with torch on the corpus chunks, then quality on qa.jsonl."""
     vectors, seconds = timed(embedder.embed, texts, batch_size=BATCH)
@@ -71,7 +109,7 @@ def measure_backend(
     row.quality = [measure_quality(index, "corpus", mode) for mode in MODES]
 
 
-def corpus_texts(embedder: Embedder, work: Path) -> list[str]:
+def corpus_texts(embedder: TextEmbedder, work: Path) -> list[str]:
     """The real corpus's chunk texts, as ingestion cuts them."""
     index = Index(IndexLocation(work / "chroma-texts"), embedder)
     IngestJob(index, IngestOptions(embed_batch_size=BATCH)).run(CORPUS_DOCS, "corpus")
@@ -89,7 +127,10 @@ def render(rows: list[BackendRow], machine: dict[str, str], queries: int) -> str
         "",
         "`python bench/embed_backends.py`: all-MiniLM-L6-v2, one thread per backend, in one"
         f" process; {queries} short qa.jsonl questions per backend, one text per call, the backends"
-        " interleaved query by query. The ONNX exports are built into a fresh temporary cache.",
+        " interleaved query by query. The ONNX exports are built into a fresh temporary cache."
+        " `remote`: LADDER_EMBEDDINGS_URL's client and tests/support/embeddings_server.py (the"
+        " fp32 export, one thread, another process on 127.0.0.1); its first load is the server's"
+        " start until /health answers, its cached load the client's construction.",
         "",
         "| machine | |",
         "|---|---|",
@@ -129,7 +170,8 @@ def render_reading(rows: list[BackendRow]) -> list[str]:
     """What the table means for the default backend."""
     by_backend = {row.backend: row for row in rows}
     torch_p50 = percentile(by_backend["torch"].query_ms, 50)
-    onnx, int8 = by_backend["onnx"], by_backend["onnx-int8"]
+    onnx, int8, remote = by_backend["onnx"], by_backend["onnx-int8"], by_backend["remote"]
+    round_trip_ms = percentile(remote.query_ms, 50) - percentile(onnx.query_ms, 50)
     return [
         "### Reading",
         "",
@@ -146,6 +188,11 @@ def render_reading(rows: list[BackendRow]) -> list[str]:
         " normalisation under 0.1 ms. ONNX Runtime's transformer optimizer (SkipLayerNorm and"
         " BiasGelu fused; attention not fused for this export) saved about 5%, so it is not"
         " applied.",
+        f"- **`remote`** runs the same fp32 export as `onnx` in another process, so the"
+        f" difference is the HTTP round trip, JSON and a second process to schedule:"
+        f" {round_trip_ms:+.2f} ms per query at p50,"
+        f" {remote.chunks_per_s / onnx.chunks_per_s:.2f}x `onnx`'s batch rate; its vectors are"
+        f" torch's (cosine min {remote.cosine_min:.4f}).",
     ]
 
 
@@ -157,19 +204,22 @@ def main() -> None:
     machine = harness.machine_info(("torch", "onnxruntime", "sentence-transformers"))
     with tempfile.TemporaryDirectory(prefix="ladder-bench-") as folder:
         work = Path(folder)
-        embedders: dict[EmbedBackend, Embedder] = {}
-        rows: dict[EmbedBackend, BackendRow] = {}
+        embedders: dict[str, TextEmbedder] = {}
+        rows: dict[str, BackendRow] = {}
         for backend in EMBED_BACKENDS:
             print(f"loading {backend}", flush=True)
-            embedders[backend], first, cached = load(backend, work / "cache")
-            rows[backend] = BackendRow(backend, first, cached)
-            warm_up(embedders[backend])
-        interleaved_queries(embedders, rows, queries)
-        texts = corpus_texts(embedders["torch"], work)
-        reference = embedders["torch"].embed(texts, batch_size=BATCH)
-        for backend, embedder in embedders.items():
-            print(f"measuring {backend}", flush=True)
-            measure_backend(rows[backend], embedder, reference, texts, work)
+            local, first, cached = load(backend, work / "cache")
+            embedders[backend], rows[backend] = local, BackendRow(backend, first, cached)
+            warm_up(local)
+        with remote_embedder(work / "cache") as (remote, first, cached):
+            embedders["remote"], rows["remote"] = remote, BackendRow("remote", first, cached)
+            warm_up(remote)
+            interleaved_queries(embedders, rows, queries)
+            texts = corpus_texts(embedders["torch"], work)
+            reference = embedders["torch"].embed(texts, batch_size=BATCH)
+            for name, embedder in embedders.items():
+                print(f"measuring {name}", flush=True)
+                measure_backend(rows[name], embedder, reference, texts, work)
     machine["load average at end"] = harness.load_average()
     harness.publish(render(list(rows.values()), machine, queries), SECTION_TITLE, args)
 

@@ -208,6 +208,67 @@ def ladder_stack(
         upstream.stop()
 
 
+# --- peers: other proxies measured in front of the same upstream ---------------------------------
+
+LITELLM_CONFIG = REPO / "bench" / "peers" / "litellm.yaml"
+
+
+def litellm_venv() -> Path:
+    """Where `make bench-peers` put the LiteLLM proxy (LADDER_BENCH_LITELLM_VENV overrides)."""
+    default = Path.home() / ".cache" / "ladder-bench" / "venv-litellm"
+    return Path(os.environ.get("LADDER_BENCH_LITELLM_VENV") or default)
+
+
+@dataclass
+class PeerProxy:
+    """A peer proxy process, where it answers and what version it is."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    base: str
+    version: str
+    log: Path
+
+
+def litellm_missing() -> str | None:
+    """Why the LiteLLM peer cannot run here, or None."""
+    if not (litellm_venv() / "bin" / "litellm").is_file():
+        return f"no LiteLLM proxy in {litellm_venv()}: run `make bench-peers` to measure it"
+    return None
+
+
+@contextmanager
+def litellm_proxy(workdir: Path, upstream: str) -> Iterator[PeerProxy]:
+    """The LiteLLM proxy (bench/peers/litellm.yaml: model `plain` mapped to `upstream`, no
+    database, no callbacks, errors-only logging), one worker on 127.0.0.1; stopped by PID."""
+    from tests.support.processes import spawn, stop_process, wait_for_http
+
+    venv = litellm_venv()
+    config = workdir / "litellm.yaml"
+    config.write_text(LITELLM_CONFIG.read_text().replace("UPSTREAM", upstream))
+    env = {**os.environ, **BENCH_ENV, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    env |= {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"}
+    version = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.metadata as m;print(m.version('litellm'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    port, log = free_port(), workdir / "litellm.log"
+    command = [str(venv / "bin" / "litellm"), "--config", str(config), "--host", "127.0.0.1"]
+    process = spawn([*command, "--port", str(port), "--num_workers", "1"], log, env, workdir)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{base}/health/liveliness", 240, process, log)
+        yield PeerProxy("litellm", process, base, version, log)
+    finally:
+        stop_process(process)
+
+
 def log_problems(log: Path) -> dict[str, int | str]:
     """Counts a server log's warning and error lines; the first of them, if any."""
     lines = log.read_text(errors="replace").splitlines()

@@ -30,24 +30,52 @@ def bundled_embedder_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
+class TextEmbedder(Protocol):
+    """What the index needs of an embedder: the local Embedder and the RemoteEmbedder are two."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
+
+
 def vector_family(backend: str) -> str:
     """Backends whose vectors agree (cosine ≥ 0.999 on the probe set, tested) share a family:
-    torch and onnx are both fp32; int8 quantisation moves vectors enough to need its own index."""
+    torch and onnx are both fp32; int8 quantisation moves vectors enough to need its own index.
+    A remote endpoint is trusted to serve its named model at full precision (the test server's
+    vectors of the bundled model agree with torch's, tested)."""
     return "int8" if backend == "onnx-int8" else "fp32"
 
 
-def incompatibility(built: Mapping[str, object], embedder: Embedder | None) -> str | None:
+def incompatibility(built: Mapping[str, object], embedder: TextEmbedder | None) -> str | None:
     """Why a collection built as its metadata says cannot be read or written with embedder, or
     None. A collection without a recorded backend was built before backends existed: by torch."""
-    model = built.get("embedder")
-    if model not in (None, EMBEDDER_NAME):
-        return f"was built with another embedder: {model}"
+    model = str(built.get("embedder") or EMBEDDER_NAME)
+    expected = EMBEDDER_NAME if embedder is None else embedder.name
+    if model != expected:
+        return (
+            f"was built with the embedding model {model}, not this process's {expected}: set"
+            " LADDER_EMBEDDINGS_MODEL (with LADDER_EMBEDDINGS_URL serving it) or re-ingest it"
+        )
     backend = str(built.get("embed_backend") or "torch")
     if embedder is None or vector_family(backend) == vector_family(embedder.backend):
         return None
+    remedy = (
+        "set LADDER_EMBEDDINGS_URL"
+        if backend == "remote"
+        else f"set LADDER_EMBED_BACKEND={backend} (and no LADDER_EMBEDDINGS_URL)"
+    )
     return (
         f"was built with the {backend} embedding backend, whose vectors differ from this"
-        f" process's {embedder.backend}: set LADDER_EMBED_BACKEND={backend} or re-ingest it"
+        f" process's {embedder.backend}: {remedy} or re-ingest it"
     )
 
 
@@ -66,15 +94,21 @@ class _TorchEncoder:
         import torch
         import transformers
         from sentence_transformers import SentenceTransformer
+        from tokenizers import Tokenizer
 
         # Chunk sizing tokenizes whole sections; the "longer than 256" warning is noise there.
         transformers.logging.set_verbosity_error()
 
         torch.set_num_threads(threads)
         self._model = SentenceTransformer(str(model), device="cpu")
+        # Ingestion sizes chunks in one thread while it encodes in another, and the model's own
+        # tokenizer switches padding per call: sizing gets a tokenizer of its own (same ids).
+        self._sizing = Tokenizer.from_file(str(model / "tokenizer.json"))
+        self._sizing.no_truncation()
+        self._sizing.no_padding()
 
     def token_ids(self, text: str) -> list[int]:
-        return list(self._model.tokenizer.encode(text, add_special_tokens=False))
+        return list(self._sizing.encode(text, add_special_tokens=False).ids)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self._model.encode(

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
 from ingest.bm25 import BM25Index, reciprocal_rank_fusion
-from ingest.embedder import Embedder, incompatibility
+from ingest.embedder import Embedder, TextEmbedder, incompatibility
+from ingest.index_types import CollectionNotFound as CollectionNotFound
+from ingest.index_types import IndexLocation as IndexLocation
+from ingest.index_types import IndexUnavailable as IndexUnavailable
+from ingest.index_types import InvalidCollectionName as InvalidCollectionName
+from ingest.index_types import StoredVector as StoredVector
+from ingest.index_types import WriteRefused as WriteRefused
+from ingest.index_types import validate_collection_name as validate_collection_name
 from ingest.passage import MetadataValue, RetrievedPassage
 
 if TYPE_CHECKING:
@@ -21,50 +26,8 @@ if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
 SearchMode = Literal["vector", "hybrid"]
-_COLLECTION_NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]{1,510})[a-zA-Z0-9]$")
+T = TypeVar("T")
 _PAGE = 5000
-
-
-class IndexUnavailable(Exception):
-    """The Chroma database or server cannot be used right now."""
-
-
-class CollectionNotFound(Exception):
-    """The named collection does not exist."""
-
-
-class InvalidCollectionName(ValueError):
-    """A collection name Chroma would refuse."""
-
-
-class WriteRefused(Exception):
-    """Chroma refused the chunks themselves (not the connection): the document is at fault."""
-
-
-@dataclass(frozen=True)
-class IndexLocation:
-    """Where the index lives: a Chroma server when url is set, else the embedded database."""
-
-    path: Path
-    url: str | None = None
-
-
-@dataclass(frozen=True)
-class StoredVector:
-    """A stored chunk's vector and text, for reuse when only its id or metadata changes."""
-
-    embedding: np.ndarray
-    text: str
-
-
-def validate_collection_name(name: str) -> str:
-    """Returns the name, or raises InvalidCollectionName saying what Chroma requires."""
-    if not _COLLECTION_NAME.match(name) or ".." in name:
-        raise InvalidCollectionName(
-            f"invalid collection name {name!r}: use 3-512 characters from [a-zA-Z0-9._-],"
-            " starting and ending with a letter or digit"
-        )
-    return name
 
 
 @contextmanager
@@ -135,16 +98,17 @@ class _LexicalCache:
 class Index:
     """Chroma collections of embedded chunks: the writes ingestion needs and the search."""
 
-    def __init__(self, location: IndexLocation, embedder: Embedder | None = None) -> None:
+    def __init__(self, location: IndexLocation, embedder: TextEmbedder | None = None) -> None:
         self.location = location
         self._client = _connect(location)
         self._embedder = embedder
         self._lexical: dict[str, _LexicalCache] = {}
         self._lexical_lock = threading.Lock()
         self._max_batch_size: int | None = None
+        self._searched: dict[str, Collection] = {}
 
     @property
-    def embedder(self) -> Embedder:
+    def embedder(self) -> TextEmbedder:
         """The embedder, loaded on first use."""
         if self._embedder is None:
             self._embedder = Embedder()
@@ -286,13 +250,15 @@ class Index:
         k: int,
         filters: Mapping[str, MetadataValue] | None,
     ) -> list[RetrievedPassage]:
-        with _chroma_errors(collection):
-            result = self.collection(collection).query(
+        result = self._read(
+            collection,
+            lambda handle: handle.query(
                 query_embeddings=vector[None, :],
                 n_results=k,
                 where=_where(filters),
                 include=["documents", "metadatas", "distances"],
-            )
+            ),
+        )
         rows = zip(
             result["ids"][0],
             (result["documents"] or [[]])[0],
@@ -307,10 +273,12 @@ class Index:
     ) -> dict[str, RetrievedPassage]:
         if not ids:
             return {}
-        with _chroma_errors(collection):
-            page = self.collection(collection).get(
+        page = self._read(
+            collection,
+            lambda handle: handle.get(
                 ids=list(ids), include=["documents", "metadatas", "embeddings"]
-            )
+            ),
+        )
         rows = zip(
             page["ids"],
             page["documents"] or [],
@@ -322,6 +290,21 @@ class Index:
             chunk: _passage(chunk, text, meta, float(np.dot(vector, np.asarray(stored))))
             for chunk, text, meta, stored in rows
         }
+
+    def _read(self, name: str, operation: Callable[[Collection], T]) -> T:
+        """Runs a search's read on the collection's handle, kept between searches (looking it
+        up cost a Chroma round trip per query); a stale one (the collection was dropped or
+        re-created) is looked up again, with the embedder check."""
+        handle = self._searched.get(name)
+        if handle is not None:
+            try:
+                with _chroma_errors(name):
+                    return operation(handle)
+            except CollectionNotFound:
+                self._searched.pop(name, None)
+        handle = self._searched[name] = self.collection(name)
+        with _chroma_errors(name):
+            return operation(handle)
 
     def _lexical_search(
         self, query: str, collection: str, k: int, filters: Mapping[str, MetadataValue] | None

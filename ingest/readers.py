@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +46,36 @@ class ParsedDocument:
     title: str
     sections: tuple[Section, ...]
     format: str
+
+
+def special_kind(path: Path) -> str | None:
+    """What a path is when it exists and is not a regular file (a FIFO blocks a reader)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # reading it says why
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "device"))
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def read_bytes(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes; raises DocumentRejected unless it is a regular file within max_bytes.
+
+    Opened without blocking and checked on the open descriptor, so a file swapped for a FIFO or
+    grown after discovery is refused too.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as handle:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise DocumentRejected("not a regular file")
+        raw = handle.read(max_bytes + 1) if status.st_size <= max_bytes else b""
+    if status.st_size > max_bytes or len(raw) > max_bytes:
+        size = max(status.st_size, len(raw))
+        raise DocumentRejected(f"over the size limit ({size} > {max_bytes} bytes)")
+    return raw
 
 
 def read_document(path: Path, raw: bytes, limits: ReadLimits | None = None) -> ParsedDocument:

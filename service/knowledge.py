@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from ingest.chunking import ChunkingOptions
+from ingest.embedder import EMBEDDER_NAME, TextEmbedder
 from ingest.index import Index, IndexLocation, IndexUnavailable
 from service.settings import Settings
 
@@ -21,14 +22,39 @@ def chunking(settings: Settings) -> ChunkingOptions:
     return ChunkingOptions(size=settings.chunk_size, overlap=settings.chunk_overlap)
 
 
-def open_index(settings: Settings) -> Index:
-    """The index with the bundled embedder; raises IndexUnavailable."""
-    from ingest.embedder import Embedder
+def embedder(settings: Settings) -> TextEmbedder:
+    """The embeddings server's client when LADDER_EMBEDDINGS_URL is set, else the bundled
+    embedder on its backend."""
+    if settings.embeddings_url is None:
+        from ingest.embedder import Embedder
 
-    embedder = Embedder(
-        threads=settings.torch_threads, backend=settings.embed_backend, cache_dir=settings.cache_dir
+        return Embedder(
+            threads=settings.torch_threads,
+            backend=settings.embed_backend,
+            cache_dir=settings.cache_dir,
+        )
+    from ingest.remote_embedder import EndpointOptions, RemoteEmbedder
+
+    return RemoteEmbedder(
+        EndpointOptions(
+            url=settings.embeddings_url,
+            model=settings.embeddings_model or EMBEDDER_NAME,
+            api_key=settings.embeddings_api_key,
+            timeout_s=settings.embeddings_timeout_s,
+            batch_size=settings.embeddings_batch_size,
+            retries=settings.embeddings_retries,
+            max_tokens=settings.embeddings_max_tokens,
+            tokenizer=settings.embeddings_tokenizer,
+        )
     )
-    return Index(index_location(settings), embedder)
+
+
+def open_index(settings: Settings) -> Index:
+    """The index with the embedder the settings choose; raises IndexUnavailable."""
+    from ingest.query_cache import QueryCachingEmbedder
+
+    queries = QueryCachingEmbedder(embedder(settings), settings.query_embed_cache)
+    return Index(index_location(settings), queries)
 
 
 def open_index_or_none(settings: Settings) -> Index | None:

@@ -62,6 +62,45 @@ class Settings(BaseSettings):
         description="Runs the embedder: torch, onnx (ONNX Runtime fp32) or onnx-int8"
         " (dynamic int8); the ONNX exports are built once under the cache dir.",
     )
+    embeddings_url: str | None = Field(
+        None,
+        description="An OpenAI-compatible embeddings server (http://host:port; ladder posts to"
+        " /v1/embeddings) that embeds for ingestion and queries; the local embedder when unset.",
+    )
+    embeddings_model: str | None = Field(
+        None,
+        min_length=1,
+        description="The model the embeddings server is asked for; collections record it and"
+        " refuse another. Unset: the bundled model's name, which reads indexes built locally.",
+    )
+    embeddings_api_key: str | None = Field(
+        None, description="Bearer token sent to the embeddings server; none when unset."
+    )
+    embeddings_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="Longest wait for one embeddings request (a query's worker thread is held"
+        " that long when the server hangs).",
+    )
+    embeddings_batch_size: int = Field(
+        32, ge=1, le=4096, description="Texts per embeddings request (TEI's default cap is 32)."
+    )
+    embeddings_retries: int = Field(
+        2, ge=0, le=10, description="Retries of an embeddings request refused or not connected."
+    )
+    embeddings_max_tokens: int = Field(
+        256,
+        ge=8,
+        le=32_768,
+        description="The embeddings model's window: longer texts are cut (by the chunking"
+        " tokenizer, two tokens kept for special ones) before they are sent.",
+    )
+    embeddings_tokenizer: Path | None = Field(
+        None,
+        description="A folder with the remote model's tokenizer.json, for chunk sizes and"
+        " cutting; the bundled model's tokenizer when unset.",
+    )
     chunk_size: int = Field(200, ge=32, le=2048, description="Chunk size in embedder tokens.")
     chunk_overlap: int = Field(30, ge=0, le=512, description="Chunk overlap in embedder tokens.")
     max_file_bytes: int = Field(
@@ -78,7 +117,13 @@ class Settings(BaseSettings):
     )
     embed_batch_size: int = Field(64, ge=1, le=4096, description="Chunks per embedder batch.")
     ingest_flush_chunks: int = Field(
-        512, ge=1, description="Chunks gathered per embed call before documents are written."
+        2048, ge=1, description="Chunks gathered per embed call before documents are written."
+    )
+    ingest_read_ahead: int = Field(
+        2, ge=1, le=64, description="Flushes read and chunked ahead of the embedder."
+    )
+    ingest_write_behind: int = Field(
+        2, ge=1, le=64, description="Embedded flushes waiting for their writes to Chroma."
     )
 
     cache_dir_override: Path | None = Field(
@@ -199,6 +244,17 @@ class Settings(BaseSettings):
     retrieval_timeout_s: float = Field(
         5.0, gt=0, description="Longest wait for the index; then the configuration's on_error."
     )
+    query_embed_cache: int = Field(
+        1024, ge=0, le=1_000_000, description="Query vectors kept per process (LRU); 0 keeps none."
+    )
+    token_count_cache: int = Field(
+        4096,
+        ge=0,
+        le=1_000_000,
+        description="Token counts of prompt parts (system prompt, few-shot turns, sources) kept per"
+        " process (LRU), so trimming composes counts instead of tokenising whole prompts; 0 keeps"
+        " none.",
+    )
     db_busy_timeout_s: float = Field(
         5.0, gt=0, description="Longest wait for a locked or unreachable experiments database."
     )
@@ -231,12 +287,19 @@ class Settings(BaseSettings):
         100, ge=1, description="Feedback per arm before a comparison may name a winner."
     )
 
-    @field_validator("chroma_url")
+    @field_validator("chroma_url", "embeddings_url")
     @classmethod
-    def _chroma_url_is_http(cls, value: str | None) -> str | None:
+    def _url_is_http(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value or None
+
+    @field_validator("embeddings_tokenizer")
+    @classmethod
+    def _tokenizer_folder(cls, value: Path | None) -> Path | None:
+        if value is not None and not (value / "tokenizer.json").is_file():
+            raise ValueError(f"{value} holds no tokenizer.json")
+        return value
 
     @field_validator("api_keys")
     @classmethod

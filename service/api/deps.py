@@ -9,31 +9,32 @@ from fastapi import Cookie, Depends, Header, Request
 from service.api.guard import same_secret
 from service.api.sessions import session_valid
 from service.api.state import ServiceState
-from service.chat.serving import ChatService
 from service.errors import AuthenticationError, NotFound
 from service.experiments.service import ExperimentService
 
 
-def _state(request: Request) -> ServiceState:
+def service_state(request: Request) -> ServiceState:
+    """The running service's parts, for a route that reads them without a dependency."""
     state: ServiceState = request.app.state.ladder
     return state
+
+
+def admitted_caller(request: Request) -> str:
+    """The caller ClientAdmission admitted before the body was read."""
+    caller: str = request.state.caller
+    return caller
 
 
 # The dependencies are `async def` because none of them waits: FastAPI runs a plain `def`
 # dependency in a worker thread, a hop per dependency per request.
 async def get_state(request: Request) -> ServiceState:
     """The running service's parts."""
-    return _state(request)
-
-
-async def get_chat(request: Request) -> ChatService:
-    """The chat service."""
-    return _state(request).chat
+    return service_state(request)
 
 
 async def get_experiments(request: Request) -> ExperimentService:
     """The experiment service."""
-    experiments = _state(request).experiments
+    experiments = service_state(request).experiments
     if experiments is None:
         raise NotFound("experiments are not enabled")
     return experiments
@@ -55,7 +56,7 @@ async def require_admin(
 ) -> str:
     """The actor of an admin request bearing LADDER_ADMIN_TOKEN, or a dashboard session cookie;
     failed attempts count against the client's address."""
-    state = _state(request)
+    state = service_state(request)
     expected = state.settings.admin_token
     if not expected:
         raise AuthenticationError("a valid admin bearer token is required")
@@ -74,8 +75,7 @@ async def require_admin(
 
 async def admit_client(request: Request) -> str:
     """The caller of a /v1 route, as ClientAdmission admitted it before the body was read."""
-    caller: str = request.state.caller
-    return caller
+    return admitted_caller(request)
 
 
 def response_owner(caller: str, user: str | None) -> str:
@@ -85,7 +85,6 @@ def response_owner(caller: str, user: str | None) -> str:
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
-ChatDep = Annotated[ChatService, Depends(get_chat)]
 ExperimentsDep = Annotated[ExperimentService, Depends(get_experiments)]
 AdminDep = Annotated[str, Depends(require_admin)]
 ClientDep = Annotated[str, Depends(admit_client)]

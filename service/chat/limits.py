@@ -21,6 +21,7 @@ class ChatLimits:
     max_n: int = 8
     context_window: int = 2048
     retrieval_timeout_s: float = 5.0
+    token_count_cache: int = 4096
 
 
 DEFAULT_CONTEXT_WINDOW = 2048
@@ -38,6 +39,7 @@ def chat_limits(settings: Settings, context_window: int | None = None) -> ChatLi
         max_n=settings.max_n,
         context_window=context_window or settings.context_window or DEFAULT_CONTEXT_WINDOW,
         retrieval_timeout_s=settings.retrieval_timeout_s,
+        token_count_cache=settings.token_count_cache,
     )
 
 

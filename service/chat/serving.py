@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from ingest.index import CollectionNotFound, Index, IndexUnavailable
 from ingest.passage import RetrievedPassage
@@ -34,10 +36,16 @@ from service.engines.base import Engine, GenerationRequest, TextDelta, Usage
 from service.errors import InvalidRequest, LadderError, NotFound, PayloadTooLarge, RetrievalError
 from service.experiments.service import ExperimentService, Route
 from service.experiments.traffic import ArmOutcome
+from service.messages import ChatMessage, SamplingRequest
 from service.routing import plan as router
+from service.routing.budget import TokenParts
 from service.routing.configs import ConfigSet, Configuration, FewShotExample
 
 log = logging.getLogger("ladder.chat")
+
+INLINE_PLAN_CHARS = 2_000
+"""A prompt this short is planned on the event loop: counting it costs well under 1 ms (SmolLM2's
+tokenizer: ~0.2 ms a thousand characters, segments cached), less than a hop to a thread."""
 
 
 @dataclass
@@ -86,6 +94,8 @@ class ChatService:
         self.experiments = experiments
         self.examples = examples or ExampleSelector(bundled_embedder(index, threads=1))
         self.debug_prompts = debug_prompts
+        self.token_parts = TokenParts(engine.count_tokens, limits.token_count_cache)
+        self._planning = ThreadPoolExecutor(2, thread_name_prefix="ladder-plan")
 
     def _configuration(self, name: str) -> Configuration:
         """The configuration a request names, or 404."""
@@ -117,7 +127,7 @@ class ChatService:
                 f"{field} is {limit}, over the ceiling of {limits.max_tokens_ceiling}", param=field
             )
 
-    async def _retrieve(
+    def _retrieve(
         self, configuration: Configuration, query: str
     ) -> tuple[list[RetrievedPassage], str | None]:
         spec = configuration.retrieval
@@ -127,28 +137,79 @@ class ChatService:
         try:
             if self.index is None:
                 raise IndexUnavailable("no index is configured")
-            search = asyncio.to_thread(
-                self.index.search, query, spec.collection, spec.k, None, spec.mode
-            )
-            passages = await asyncio.wait_for(search, self.limits.retrieval_timeout_s)
-        except (IndexUnavailable, CollectionNotFound, TimeoutError) as error:
-            reason = str(error) or f"no answer in {self.limits.retrieval_timeout_s} s"
-            if spec.on_error == "fail":
-                raise RetrievalError(f"retrieval failed: {reason}") from error
-            log.warning("answering %s without context: %s", configuration.name, reason)
-            return [], "failed"
+            passages = self.index.search(query, spec.collection, spec.k, None, spec.mode)
+        except (IndexUnavailable, CollectionNotFound) as error:
+            return [], self._without_context(configuration, str(error), error)
         finally:
             self.metrics.retrieval.labels(configuration.name).observe(time.perf_counter() - started)
         return passages, "used" if passages else "empty"
 
-    async def _few_shot(
+    def _without_context(self, configuration: Configuration, reason: str, error: Exception) -> str:
+        """The configuration's on_error when retrieval failed: refuse, or go on without context."""
+        if configuration.retrieval is not None and configuration.retrieval.on_error == "fail":
+            raise RetrievalError(f"retrieval failed: {reason}") from error
+        log.warning("answering %s without context: %s", configuration.name, reason)
+        return "failed"
+
+    def _few_shot(
         self, configuration: Configuration, query: str
     ) -> tuple[FewShotExample, ...] | None:
-        """The examples nearest the query for `select: similar`; None leaves the fixed ones."""
+        """The examples nearest the query for `select: similar`; None leaves the fixed ones (also
+        when the embedder cannot be reached)."""
         few_shot = configuration.few_shot
         if few_shot is None or few_shot.select != "similar":
             return None
-        return await asyncio.to_thread(self.examples.nearest, few_shot, query)
+        try:
+            return self.examples.nearest(few_shot, query)
+        except IndexUnavailable as error:
+            log.warning("%s: the fixed few-shot examples: %s", configuration.name, error)
+            return None
+
+    def _retrieve_and_plan(
+        self,
+        configuration: Configuration,
+        conversation: Sequence[ChatMessage],
+        asked: SamplingRequest,
+        query: str | None,
+    ) -> tuple[router.Plan, str | None]:
+        """Retrieves and selects similar few-shot for the query (None: neither), then plans;
+        blocking, so `_planned` runs it in a worker thread."""
+        passages: list[RetrievedPassage] = []
+        retrieval = few_shot = None
+        if query is not None:
+            passages, retrieval = self._retrieve(configuration, query)
+            few_shot = self._few_shot(configuration, query)
+        window, parts = self.limits.context_window, self.token_parts
+        planned = router.plan(conversation, asked, configuration, passages, parts, window, few_shot)
+        return planned, retrieval
+
+    async def _planned(
+        self,
+        configuration: Configuration,
+        conversation: Sequence[ChatMessage],
+        asked: SamplingRequest,
+        query: str,
+    ) -> tuple[router.Plan, str | None]:
+        """Retrieval, similar few-shot and planning in one worker thread, so nothing that embeds or
+        tokenises much runs on the event loop (a short prompt without retrieval is planned on it).
+        The retrieval timeout bounds that hop; past it, the plan is made without context (on the
+        planning threads, which a stalled index cannot take) or the request refused."""
+        loop = asyncio.get_running_loop()
+        alone = partial(self._retrieve_and_plan, configuration, conversation, asked, None)
+        spec, few_shot = configuration.retrieval, configuration.few_shot
+        if spec is None and (few_shot is None or few_shot.select != "similar"):
+            if router.prompt_chars(configuration, conversation) <= INLINE_PLAN_CHARS:
+                return alone()
+            return await loop.run_in_executor(self._planning, alone)
+        hop = asyncio.to_thread(self._retrieve_and_plan, configuration, conversation, asked, query)
+        if spec is None:
+            return await hop
+        try:
+            return await asyncio.wait_for(hop, self.limits.retrieval_timeout_s)
+        except TimeoutError as error:
+            reason = f"no answer in {self.limits.retrieval_timeout_s} s"
+            retrieval = self._without_context(configuration, reason, error)
+            return (await loop.run_in_executor(self._planning, alone))[0], retrieval
 
     async def prepare(
         self,
@@ -197,16 +258,8 @@ class ChatService:
         self._check_limits(request)
         conversation = request.conversation()
         query = router.retrieval_query(conversation)
-        passages, retrieval = await self._retrieve(configuration, query)
-        plan = router.plan(
-            conversation,
-            request.sampling_request(),
-            configuration,
-            passages,
-            self.engine.count_tokens,
-            self.limits.context_window,
-            await self._few_shot(configuration, query),
-        )
+        asked = request.sampling_request()
+        plan, retrieval = await self._planned(configuration, conversation, asked, query)
         plan = replace(plan, output=requested_output(request.response_format, plan.output))
         check_forced_tool_call(request, plan.output)
         route = ticket.route

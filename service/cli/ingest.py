@@ -47,6 +47,8 @@ def run_ingest(
         max_file_bytes=settings.max_file_bytes,
         embed_batch_size=settings.embed_batch_size,
         flush_chunks=settings.ingest_flush_chunks,
+        read_ahead=settings.ingest_read_ahead,
+        write_behind=settings.ingest_write_behind,
     )
     job = IngestJob(open_index(settings), options)
     total = len(discover(root)[0])

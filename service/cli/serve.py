@@ -53,10 +53,14 @@ def open_exposure(settings: Settings) -> str | None:
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn's options. h11 refuses a request head over its bound before buffering more
-    (httptools buffers any size); the bound is twice LADDER_MAX_HEADER_BYTES, so a head just
-    over the limit still gets the app's 431 in OpenAI's shape. X-Forwarded-* are believed only
-    from LADDER_TRUSTED_PROXIES (uvicorn's default believes loopback)."""
+    """uvicorn's options. HTTP is parsed by httptools (in C), bounded as h11 is: a request head
+    over `h11_max_incomplete_event_size` is refused before more is buffered (plain httptools
+    buffers any size; see service/cli/http_protocol.py); the bound is twice
+    LADDER_MAX_HEADER_BYTES, so a head just over the limit still gets the app's 431 in OpenAI's
+    shape. X-Forwarded-* are believed only from LADDER_TRUSTED_PROXIES (uvicorn's default
+    believes loopback)."""
+    from service.cli.http_protocol import BoundedHttpToolsProtocol
+
     trusted = settings.trusted_proxies
     return {
         "host": settings.host,
@@ -65,7 +69,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "log_level": "info",
         "access_log": settings.access_log,
         "timeout_graceful_shutdown": 10,
-        "http": "h11",
+        "http": BoundedHttpToolsProtocol,
         "h11_max_incomplete_event_size": 2 * settings.max_header_bytes,
         "proxy_headers": trusted is not None,
         "forwarded_allow_ips": trusted or "",
@@ -93,6 +97,8 @@ def serve(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # httpx writes a line per request to the engine at INFO; its warnings still show.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if exposure:
         log.warning("%s (LADDER_ALLOW_OPEN=true): anyone who reaches it may use it", exposure)
     _check_base_model(settings)

@@ -14,8 +14,8 @@ after the sources is followed, one placed before them or in the system turn is o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from service.errors import ContextTooLong, InvalidRequest
@@ -26,6 +26,7 @@ from service.messages import (
     SamplingParams,
     SamplingRequest,
 )
+from service.routing.budget import Part, Sourced, TokenCounter, TokenParts, messages_of
 from service.routing.configs import Configuration, FewShotExample
 
 FENCE_OPEN = "<<<REFERENCE DATA"
@@ -39,8 +40,6 @@ CITED_ANSWER_INSTRUCTION = (
 INSTRUCTIONS = (NEVER_OBEY_SOURCES, ANSWER_INSTRUCTION, CITED_ANSWER_INSTRUCTION)
 """Every text the router adds to a prompt: an answer repeating one recites it instead of answering
 (the evaluation's recites_instruction)."""
-
-TokenCounter = Callable[[Sequence[ChatMessage]], int]
 
 
 class Passage(Protocol):
@@ -114,6 +113,12 @@ def sampling_for(asked: SamplingRequest, configuration: Configuration) -> Sampli
 def context_block(passages: Sequence[Passage]) -> str:
     """The passages as quoted sources inside the reference-data fence, numbered by rank (the
     best is [1]) and placed best last; the fence markers are stripped from their text."""
+    return "".join(context_pieces(passages))
+
+
+def context_pieces(passages: Sequence[Passage]) -> tuple[str, ...]:
+    """The context block in the pieces its token count is composed of: the fence, one piece per
+    source (its separator first, so each piece ends on the closing quote), the closing fence."""
     entries = []
     for number, passage in reversed(list(enumerate(passages, start=1))):
         where = (
@@ -121,14 +126,18 @@ def context_block(passages: Sequence[Passage]) -> str:
         )
         text = passage.text.replace(FENCE_OPEN, "").replace(FENCE_CLOSE, "")
         entries.append(f'[{number}] {where}\n"{text.strip()}"')
-    body = "\n\n".join(entries)
-    return f"{FENCE_OPEN}\n{body}\n{FENCE_CLOSE}"
+    body = [f"\n{entries[0]}", *(f"\n\n{entry}" for entry in entries[1:])] if entries else ["\n"]
+    return (FENCE_OPEN, *body, f"\n{FENCE_CLOSE}")
 
 
 def with_sources(question: str, passages: Sequence[Passage], cite: bool) -> str:
     """The fenced sources, the user's question, and last the instruction to answer from them."""
+    return "".join(_sourced_pieces(question, passages, cite))
+
+
+def _sourced_pieces(question: str, passages: Sequence[Passage], cite: bool) -> tuple[str, ...]:
     instruction = CITED_ANSWER_INSTRUCTION if cite else ANSWER_INSTRUCTION
-    return f"{context_block(passages)}\n\nQuestion: {question}\n{instruction}"
+    return (*context_pieces(passages), f"\n\nQuestion: {question}\n{instruction}")
 
 
 def _conversation(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
@@ -138,25 +147,28 @@ def _conversation(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
     return list(messages)
 
 
-def _assemble(
+def prompt_parts(
     configuration: Configuration,
     conversation: Sequence[ChatMessage],
     few_shot: Sequence[FewShotExample],
     passages: Sequence[Passage],
-) -> tuple[ChatMessage, ...]:
-    messages: list[ChatMessage] = []
+) -> list[Part]:
+    """The prompt's parts in order; the message that carries the sources is in pieces."""
+    parts: list[Part] = []
     system = _system_prompt(configuration.system_prompt, passages)
     if system:
-        messages.append(ChatMessage("system", system))
+        parts.append(ChatMessage("system", system))
     for example in few_shot:
-        messages.append(ChatMessage("user", example.user))
-        messages.append(ChatMessage("assistant", example.assistant))
-    messages.extend(conversation)
+        parts.append(ChatMessage("user", example.user))
+        parts.append(ChatMessage("assistant", example.assistant))
+    parts.extend(conversation)
     if passages:
-        at = len(messages) - len(conversation) + _last_user(conversation)
-        content = with_sources(messages[at].content, passages, _cites_inline(configuration))
-        messages[at] = replace(messages[at], content=content)
-    return tuple(messages)
+        last_user = _last_user(conversation)
+        at = len(parts) - len(conversation) + last_user
+        question = conversation[last_user]
+        pieces = _sourced_pieces(question.content, passages, _cites_inline(configuration))
+        parts[at] = Sourced(question, pieces)
+    return parts
 
 
 def _cites_inline(configuration: Configuration) -> bool:
@@ -173,15 +185,25 @@ def _system_prompt(configured: str | None, passages: Sequence[Passage]) -> str |
 
 
 def _within_context_budget(
-    passages: Sequence[Passage], budget: int, count: TokenCounter
+    passages: Sequence[Passage], budget: int, counts: TokenParts
 ) -> list[Passage]:
-    """Best passages first, as many as fit the configured context budget."""
+    """Best passages first, as many as fit the configured context budget (a prompt of the
+    context block alone)."""
     kept: list[Passage] = []
     for passage in passages:
-        if count([ChatMessage("user", context_block([*kept, passage]))]) > budget:
+        block = Sourced(ChatMessage("user", ""), context_pieces([*kept, passage]))
+        if counts.total([block]) > budget:
             break
         kept.append(passage)
     return kept
+
+
+def prompt_chars(configuration: Configuration, conversation: Sequence[ChatMessage]) -> int:
+    """Characters of the prompt before retrieval: system prompt, fixed few-shot, conversation."""
+    few_shot = configuration.few_shot.selected() if configuration.few_shot else ()
+    shots = sum(len(example.user) + len(example.assistant) for example in few_shot)
+    system = len(configuration.system_prompt or "")
+    return system + shots + sum(len(message.content) for message in conversation)
 
 
 def _in_prompt_order(
@@ -197,32 +219,40 @@ def plan(
     asked: SamplingRequest,
     configuration: Configuration,
     passages: Sequence[Passage],
-    count_tokens: TokenCounter,
+    count_tokens: TokenCounter | TokenParts,
     context_window: int,
     few_shot: Sequence[FewShotExample] | None = None,
 ) -> Plan:
     """Builds the final prompt within the model's window: context is trimmed first, then few-shot
     turns, least relevant first; the conversation never is, and one that cannot fit is refused.
 
-    `few_shot` is the examples chosen for this request, most relevant first; None takes the
-    configuration's fixed selection."""
+    Trimming composes counts of the prompt's parts (budget.py); the final prompt is counted
+    whole once, and trimming goes on should that count not fit. `count_tokens` is the engine's
+    counter, or a TokenParts around it that keeps part counts across requests. `few_shot` is
+    the examples chosen for this request, most relevant first; None takes the configuration's
+    fixed selection."""
     conversation = _conversation(conversation)
     sampling = sampling_for(asked, configuration)
+    counts = count_tokens if isinstance(count_tokens, TokenParts) else TokenParts(count_tokens)
     retrieval = configuration.retrieval
     kept: list[Passage] = []
     if retrieval is not None:
         relevant = [p for p in passages if p.score >= retrieval.min_score][: retrieval.k]
-        kept = _within_context_budget(relevant, retrieval.max_context_tokens, count_tokens)
+        kept = _within_context_budget(relevant, retrieval.max_context_tokens, counts)
     if few_shot is None:
         few_shot = configuration.few_shot.selected() if configuration.few_shot else ()
     relevant_first = list(few_shot)
     limit = context_window - sampling.max_tokens
     while True:
         placed = _in_prompt_order(configuration, relevant_first)
-        messages = _assemble(configuration, conversation, placed, kept)
-        tokens = count_tokens(messages)
+        parts = prompt_parts(configuration, conversation, placed, kept)
+        # With nothing left to trim, only the whole count decides.
+        tokens = counts.total(parts) if kept or relevant_first else 0
         if tokens <= limit:
-            break
+            messages = messages_of(parts)
+            tokens = counts.whole(messages)
+            if tokens <= limit:
+                break
         if kept:
             kept.pop()
         elif relevant_first:
@@ -234,11 +264,15 @@ def plan(
                 " shorten the conversation or lower max_tokens",
                 param="messages",
             )
+    # Composed on both sides, so the sources' pieces cancel out of the few-shot share.
     few_shot_tokens = context_tokens = 0
     if placed:
-        few_shot_tokens = tokens - count_tokens(_assemble(configuration, conversation, [], kept))
+        without = counts.total(prompt_parts(configuration, conversation, [], kept))
+        few_shot_tokens = counts.total(parts) - without
     if kept:
-        context_tokens = tokens - count_tokens(_assemble(configuration, conversation, placed, []))
+        context_tokens = tokens - counts.total(
+            prompt_parts(configuration, conversation, placed, [])
+        )
     return Plan(
         configuration=configuration.name,
         messages=messages,

@@ -140,3 +140,36 @@ def test_one_base_model_variable_reaches_vllm_and_ladder(
     assert {t: vllm_mounts[t] for t in shared} == {t: ladder_mounts[t] for t in shared}
     if "LADDER_MODELS_DIR" in variables:
         assert ladder_mounts["/models"] == variables["LADDER_MODELS_DIR"]
+
+
+@pytest.mark.parametrize(
+    ("variables", "model", "url"),
+    [
+        pytest.param({}, "sentence-transformers/all-MiniLM-L6-v2", "", id="default-off"),
+        pytest.param(
+            {
+                "LADDER_EMBEDDINGS_URL": "http://embeddings:8000",
+                "LADDER_EMBEDDINGS_MODEL": "BAAI/bge-small-en-v1.5",
+            },
+            "BAAI/bge-small-en-v1.5",
+            "http://embeddings:8000",
+            id="remote",
+        ),
+    ],
+)
+def test_the_optional_embeddings_service_serves_the_model_ladder_asks_for(
+    variables: dict[str, str], model: str, url: str
+) -> None:
+    services = resolved_services(**variables)
+    embeddings = services["embeddings"]
+    assert embeddings["profiles"] == ["embeddings"]
+    assert option(embeddings["command"], "--runner") == "pooling"
+    assert embeddings["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == [
+        "gpu"
+    ]
+    served = option(embeddings["command"], "--served-model-name")
+    assert option(embeddings["command"], "--model") == served == model
+    for client in ("ladder", "ingest"):
+        environment = services[client]["environment"]
+        assert environment["LADDER_EMBEDDINGS_MODEL"] == model
+        assert environment["LADDER_EMBEDDINGS_URL"] == url

@@ -54,8 +54,12 @@ ONLY: dict[str, tuple[tuple[str, ...], str]] = {
     "service.errors": ((), "every layer imports the hierarchy, so whatever it imported would load"),
     "service.messages": ((), "value types every layer shares, free of any library"),
     "service.routing.plan": (
-        ("service.errors", "service.messages", "service.routing.configs"),
+        ("service.errors", "service.messages", "service.routing.budget", "service.routing.configs"),
         "the router is a pure function tested without I/O; passages reach it through a Protocol",
+    ),
+    "service.routing.budget": (
+        ("service.messages",),
+        "the router's token counts, composed from the engine's counter: no tokenizer of its own",
     ),
     "evaluation.pricing": (
         ("pydantic", "yaml"),
@@ -348,7 +352,7 @@ def test_checker_resolves_relative_and_lazy_imports_but_skips_type_checking(
     assert [*leaf_violations(found)] == [
         "service/routing/plan.py:10: `from ..engines import base`: service.routing.plan may "
         "import only the standard library, service.errors, service.messages, "
-        f"service.routing.configs; {ONLY['service.routing.plan'][1]}"
+        f"service.routing.budget, service.routing.configs; {ONLY['service.routing.plan'][1]}"
     ]
 
 
