@@ -122,6 +122,11 @@ class OnnxEncoder:
         """Token ids without special tokens, for chunk sizing."""
         return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Token counts without special tokens, one tokenizer call for all texts."""
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [len(encoding.ids) for encoding in encodings]
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length float32 vectors, one row per text (one batch)."""
         encodings = self._batcher.encode_batch(list(texts))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from ingest.chunking import ChunkingOptions
-from ingest.embedder import EMBEDDER_NAME, TextEmbedder
+from ingest.embedder import EMBEDDER_NAME, Embedder, TextEmbedder
 from ingest.index import Index, IndexLocation, IndexUnavailable
 from service.settings import Settings
 
@@ -26,8 +26,6 @@ def embedder(settings: Settings) -> TextEmbedder:
     """The embeddings server's client when LADDER_EMBEDDINGS_URL is set, else the bundled
     embedder on its backend."""
     if settings.embeddings_url is None:
-        from ingest.embedder import Embedder
-
         return Embedder(
             threads=settings.torch_threads,
             backend=settings.embed_backend,
@@ -53,7 +51,12 @@ def open_index(settings: Settings) -> Index:
     """The index with the embedder the settings choose; raises IndexUnavailable."""
     from ingest.query_cache import QueryCachingEmbedder
 
-    queries = QueryCachingEmbedder(embedder(settings), settings.query_embed_cache)
+    chosen = embedder(settings)
+    # An embeddings server batches concurrent requests itself (one more queue here would only
+    # serialise their round trips); int8 vectors would move with their batch-mates.
+    batched = isinstance(chosen, Embedder) and chosen.batch_invariant
+    batch = settings.query_embed_batch if batched else 1
+    queries = QueryCachingEmbedder(chosen, settings.query_embed_cache, batch)
     return Index(index_location(settings), queries)
 
 

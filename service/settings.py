@@ -247,6 +247,15 @@ class Settings(BaseSettings):
     query_embed_cache: int = Field(
         1024, ge=0, le=1_000_000, description="Query vectors kept per process (LRU); 0 keeps none."
     )
+    query_embed_batch: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Most concurrent query embeddings gathered into one call of the local"
+        " embedder (no waiting: queries that arrive while one embeds go in the next call); 1"
+        " embeds each alone. Not used with LADDER_EMBEDDINGS_URL (the server batches) or"
+        " onnx-int8 (whose vectors move with their batch-mates).",
+    )
     token_count_cache: int = Field(
         4096,
         ge=0,

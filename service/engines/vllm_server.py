@@ -366,7 +366,7 @@ def vllm_engine(settings: Settings, registry: AdapterRegistry, base: BaseModel) 
     counter: Callable[[Sequence[ChatMessage]], int] = estimate_tokens
     base_adapter = None
     try:
-        counter = ChatTokenizer(base.folder).count
+        counter = ChatTokenizer(base.folder, settings.token_count_cache).count
         if settings.vllm_leak_guard:
             base_adapter = identity_adapter(settings, base)
     except Exception as error:  # without the tokenizer only token counts are estimated...

@@ -170,13 +170,20 @@ def test_the_engine_sends_base_requests_through_the_identity_adapter(
 ) -> None:
     sent: list[str] = []
 
-    async def record(request: httpx.Request) -> None:
-        if request.url.path == "/v1/chat/completions":
-            sent.append(json.loads(request.content)["model"])
+    def recording(transport: httpx.AsyncBaseTransport) -> None:
+        """Records the model of every chat request the engine puts on the wire."""
+        send = transport.handle_async_request
+
+        async def record(request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/v1/chat/completions":
+                sent.append(json.loads(request.content)["model"])
+            return await send(request)
+
+        transport.handle_async_request = record  # type: ignore[method-assign]
 
     async def base_then_adapter() -> list[str]:
         engine = vllm_engine(stack.settings, stack.registry, tiny_base)
-        engine.client.event_hooks["request"].append(record)
+        recording(engine._transport)
         try:
             assert await engine.unready_reason() is None
             messages = (ChatMessage("user", QUESTIONS[0]),)
