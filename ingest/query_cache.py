@@ -12,24 +12,11 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Protocol
 
 import numpy as np
 
+from ingest.embedder import TextEmbedder
 from ingest.query_batch import QueryBatcher
-
-
-class _Embedder(Protocol):
-    """What the wrapper passes through (ingest.embedder's TextEmbedder)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def backend(self) -> str: ...
-    @property
-    def dimension(self) -> int: ...
-    def tokenize(self, text: str) -> list[int]: ...
-    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
 
 
 class QueryCachingEmbedder:
@@ -37,7 +24,7 @@ class QueryCachingEmbedder:
     dropped beyond `size` (0 keeps none), and up to `batch` concurrent misses embedded in one
     call (1 embeds each alone). Thread-safe; the rows it returns are copies."""
 
-    def __init__(self, embedder: _Embedder, size: int, batch: int = 1) -> None:
+    def __init__(self, embedder: TextEmbedder, size: int, batch: int = 1) -> None:
         self.wrapped = embedder
         self.size = size
         self._batcher = QueryBatcher(embedder.embed, batch) if batch > 1 else None
