@@ -18,15 +18,18 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapters.checkpoint import Checkpoints, capture, restore, run_fingerprint
 from adapters.data import Example, GateReport, split_heldout
 from adapters.lora import choose_target_modules
 from adapters.registry import AdapterRegistry, AdapterVersion
+from adapters.replay import mix
 
 if TYPE_CHECKING:
     from adapters.base_model import BaseModel
 
 Rows = Sequence[tuple[list[int], list[int]]]
 StepCallback = Callable[[int, int, float], None]
+ResumeCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class TrainingOptions:
     patience: int = 1
     seed: int = 0
     threads: int = 2
+    checkpoint_every: int = 10
 
 
 @dataclass
@@ -168,8 +172,11 @@ def train_adapter(
     out_dir: Path,
     options: TrainingOptions,
     on_step: StepCallback | None = None,
+    checkpoints: Checkpoints | None = None,
+    on_resume: ResumeCallback | None = None,
 ) -> TrainingRun:
-    """Trains, keeps the epoch with the best validation loss, saves the adapter to out_dir."""
+    """Trains, keeps the epoch with the best validation loss, saves the adapter to out_dir. With
+    checkpoints, the state is saved every `checkpoint_every` steps and a run resumes from it."""
     import torch
 
     torch.manual_seed(options.seed)
@@ -180,77 +187,122 @@ def train_adapter(
     rows = [encode_example(tokenizer, e) for e in train]
     held = [encode_example(tokenizer, e) for e in validation]
     started = time.monotonic()
-    run = _fit(model, rows, held, pad, device, options, on_step)
+    fit = _Fit(model, rows, held, pad, device, options, on_step, checkpoints)
+    run = fit.run(on_resume)
     model.save_pretrained(str(out_dir))
     run.seconds = round(time.monotonic() - started, 1)
     return run
 
 
-def _fit(
-    model: Any,
-    rows: Rows,
-    held: Rows,
-    pad: int,
-    device: str,
-    options: TrainingOptions,
-    on_step: StepCallback | None,
-) -> TrainingRun:
+@dataclass
+class _Loop:
+    """Where a run is: the part of a checkpoint that is not weights, optimiser or RNG state."""
+
+    run: TrainingRun
+    best: dict[str, Any]
+    best_loss: float = math.inf
+    epoch: int = 1
+    position: int = 0  # batches of this epoch done
+    losses: list[float] = field(default_factory=list)  # this epoch's
+    shuffler: Any = None  # the shuffler's state at this epoch's start, before its shuffle
+
+
+class _Fit:
     """Epochs until the step bound or no validation gain for `patience`; the best state kept."""
-    import torch
 
-    per_epoch = math.ceil(len(rows) / options.batch_size)
-    total = min(options.max_steps or per_epoch * options.epochs, per_epoch * options.epochs)
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=options.learning_rate
-    )
-    run, best, best_loss = TrainingRun(), _trainable_state(model), math.inf
-    shuffler = random.Random(options.seed)
-    model.train()
-    for epoch in range(1, options.epochs + 1):
-        order = list(range(len(rows)))
-        shuffler.shuffle(order)
-        batches = [
-            [rows[i] for i in order[start : start + options.batch_size]]
-            for start in range(0, len(order), options.batch_size)
-        ]
-        losses = _steps(model, optimizer, batches, run, total, pad, device, on_step)
-        validation_loss = _mean_loss(model, held, pad, device)
-        run.epochs.append(EpochReport(epoch, sum(losses) / max(1, len(losses)), validation_loss))
-        if validation_loss < best_loss or math.isnan(validation_loss):
-            best, best_loss, run.best_epoch = _trainable_state(model), validation_loss, epoch
-        elif epoch - run.best_epoch >= options.patience:
-            run.stopped_early = True
-            break
-        if run.steps >= total:
-            break
-    model.load_state_dict(best, strict=False)
-    return run
+    def __init__(
+        self,
+        model: Any,
+        rows: Rows,
+        held: Rows,
+        pad: int,
+        device: str,
+        options: TrainingOptions,
+        on_step: StepCallback | None,
+        checkpoints: Checkpoints | None,
+    ) -> None:
+        import torch
 
+        self.model, self.rows, self.held, self.pad, self.device = model, rows, held, pad, device
+        self.options, self.on_step, self.checkpoints = options, on_step, checkpoints
+        per_epoch = math.ceil(len(rows) / options.batch_size)
+        self.total = min(
+            options.max_steps or per_epoch * options.epochs, per_epoch * options.epochs
+        )
+        self.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=options.learning_rate
+        )
 
-def _steps(
-    model: Any,
-    optimizer: Any,
-    batches: Sequence[Rows],
-    run: TrainingRun,
-    total: int,
-    pad: int,
-    device: str,
-    on_step: StepCallback | None,
-) -> list[float]:
-    """One epoch's optimiser steps, up to the run's total; their losses."""
-    losses: list[float] = []
-    for batch in batches:
-        if run.steps >= total:
-            break
-        loss = model(**_batch(batch, pad, device)).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        run.steps += 1
-        losses.append(float(loss.detach()))
-        if on_step is not None:
-            on_step(run.steps, total, losses[-1])
-    return losses
+    def run(self, on_resume: ResumeCallback | None) -> TrainingRun:
+        """Trains from the checkpoint when there is one, else from the start."""
+        loop = self._resume()
+        if loop is None:
+            loop = _Loop(TrainingRun(), _trainable_state(self.model))
+            loop.shuffler = random.Random(self.options.seed).getstate()
+        elif on_resume is not None:
+            on_resume(loop.run.steps, self.total)
+        shuffler = random.Random()
+        shuffler.setstate(loop.shuffler)
+        self.model.train()
+        while loop.epoch <= self.options.epochs:
+            order = list(range(len(self.rows)))
+            shuffler.shuffle(order)
+            size = self.options.batch_size
+            batches = [
+                [self.rows[i] for i in order[n : n + size]] for n in range(0, len(order), size)
+            ]
+            self._steps(loop, batches)
+            if self._end_epoch(loop) or loop.run.steps >= self.total:
+                break
+            loop.epoch, loop.position, loop.losses = loop.epoch + 1, 0, []
+            loop.shuffler = shuffler.getstate()
+        self.model.load_state_dict(loop.best, strict=False)
+        return loop.run
+
+    def _steps(self, loop: _Loop, batches: Sequence[Rows]) -> None:
+        """The epoch's remaining optimiser steps, up to the run's total."""
+        for batch in batches[loop.position :]:
+            if loop.run.steps >= self.total:
+                break
+            loss = self.model(**_batch(batch, self.pad, self.device)).loss
+            loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+            loop.run.steps += 1
+            loop.position += 1
+            loop.losses.append(float(loss.detach()))
+            if self.checkpoints and loop.run.steps % self.options.checkpoint_every == 0:
+                self._save(loop)
+            if self.on_step is not None:
+                self.on_step(loop.run.steps, self.total, loop.losses[-1])
+
+    def _end_epoch(self, loop: _Loop) -> bool:
+        """Records the epoch's losses and keeps the state if it is the best; True to stop early."""
+        validation_loss = _mean_loss(self.model, self.held, self.pad, self.device)
+        train_loss = sum(loop.losses) / max(1, len(loop.losses))
+        loop.run.epochs.append(EpochReport(loop.epoch, train_loss, validation_loss))
+        if validation_loss < loop.best_loss or math.isnan(validation_loss):
+            loop.best, loop.best_loss = _trainable_state(self.model), validation_loss
+            loop.run.best_epoch = loop.epoch
+        elif loop.epoch - loop.run.best_epoch >= self.options.patience:
+            loop.run.stopped_early = True
+            return True
+        return False
+
+    def _save(self, loop: _Loop) -> None:
+        assert self.checkpoints is not None
+        loop_state = asdict(replace(loop, best={}))
+        self.checkpoints.save(capture(self.model, self.optimizer, loop_state, loop.best))
+
+    def _resume(self) -> _Loop | None:
+        """The loop state of a matching checkpoint, with weights, optimiser and RNG restored."""
+        state = self.checkpoints.load() if self.checkpoints else None
+        if state is None:
+            return None
+        saved = restore(state, self.model, self.optimizer)
+        run = dict(saved.pop("run"))
+        reports = [EpochReport(**report) for report in run.pop("epochs")]
+        return _Loop(**{**saved, "run": TrainingRun(**run, epochs=reports)})
 
 
 def train_and_register(
@@ -262,18 +314,36 @@ def train_and_register(
     base: BaseModel,
     options: TrainingOptions,
     on_step: StepCallback | None = None,
+    replay: Sequence[Example] = (),
+    replay_fraction: float = 0.0,
+    checkpoint_dir: Path | None = None,
+    on_resume: ResumeCallback | None = None,
 ) -> AdapterVersion:
     """Trains on the gate's training examples (a validation slice held back) and registers it
-    with the base model's name and fingerprint."""
+    with the base model's name and fingerprint.
+
+    Replay examples make `replay_fraction` of what is trained on; the validation slice stays the
+    task's own. With checkpoint_dir, a run killed midway resumes from its last checkpoint there
+    (on_resume is told the step it resumes at and the total); the folder goes once registered.
+    """
     data_hash = hashlib.sha256(data.read_bytes()).hexdigest()
     options = replace(
         options, target_modules=choose_target_modules(base.folder, options.target_modules)
     )
     fit, validation = split_heldout(report.train, 0.1, options.seed)
+    mixed = mix(fit, replay, replay_fraction, options.seed)
+    checkpoints = None
+    if checkpoint_dir is not None:
+        fingerprint = run_fingerprint(
+            asdict(options), data_hash, mixed, validation, base.fingerprint.as_dict()
+        )
+        checkpoints = Checkpoints(checkpoint_dir, fingerprint)
     registry.root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=registry.root, prefix=".training-") as scratch:
         folder = Path(scratch) / "adapter"
-        run = train_adapter(base, fit, validation, folder, options, on_step)
+        run = train_adapter(
+            base, mixed, validation, folder, options, on_step, checkpoints, on_resume
+        )
         manifest = {
             "training_data": {
                 "path": str(data.resolve()),
@@ -282,8 +352,22 @@ def train_and_register(
                 "validation_examples": len(validation),
                 "heldout_examples": len(report.heldout),
             },
+            "replay": {
+                "fraction": replay_fraction,
+                "examples": len(mixed) - len(fit),
+                "system_prompt": _system_prompt(replay),
+            },
             "training": {**asdict(options), "target_modules": list(options.target_modules)},
             "run": run.as_dict(),
             "source": "ladder train",
         }
-        return registry.register(name, folder, manifest, base=base)
+        version = registry.register(name, folder, manifest, base=base)
+    if checkpoints is not None:
+        checkpoints.remove()
+    return version
+
+
+def _system_prompt(examples: Sequence[Example]) -> str | None:
+    """The system prompt the first example opens with, if any."""
+    first = examples[0].messages[0] if examples else None
+    return first["content"] if first and first["role"] == "system" else None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,17 +61,70 @@ def _cited(ladder: Mapping[str, Any]) -> tuple[int, ...] | None:
     return tuple(c["number"] for c in ladder.get("citations", []) if c.get("cited"))
 
 
-class HttpBackend:
-    """Posts chat completions (greedy, the run's seed) through a server's or an app's client."""
+def chat_concurrently(
+    backend: Backend,
+    configuration: str,
+    conversations: Sequence[Sequence[dict[str, str]]],
+    seed: int,
+    concurrency: int = 1,
+) -> Iterator[tuple[int, Reply]]:
+    """Each conversation's (index, reply) as it arrives, at most `concurrency` asked at once.
 
-    def __init__(self, client: Any) -> None:
+    The replies are yielded in the caller's thread. On a failure nothing more is asked; the
+    requests in flight finish and are yielded first, then the first failure is raised.
+    """
+    if concurrency <= 1:
+        for index, messages in enumerate(conversations):
+            yield index, backend.chat(configuration, messages, seed)
+        return
+    queued = iter(enumerate(conversations))
+    running: dict[Future[Reply], int] = {}
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="ladder-eval") as pool:
+
+        def ask_next() -> None:
+            item = next(queued, None)
+            if item is not None:
+                running[pool.submit(backend.chat, configuration, item[1], seed)] = item[0]
+
+        for _ in range(concurrency):
+            ask_next()
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                index = running.pop(future)
+                if future.exception() is not None:
+                    failure = failure or future.exception()
+                    continue
+                yield index, future.result()
+                if failure is None:
+                    ask_next()
+    if failure is not None:
+        raise failure
+
+
+class HttpBackend:
+    """Posts chat completions (greedy, the run's seed) through a server's or an app's client.
+
+    Safe to call from several threads: an httpx client is, and a TestClient entered once sends
+    every thread's request into the app's one event loop through its blocking portal. A refusal
+    with Retry-After (a full queue, a rate limit) is retried after that many seconds.
+    """
+
+    def __init__(self, client: Any, retries: int = 20) -> None:
         self._client = client
+        self._retries = retries
 
     def chat(self, configuration: str, messages: Sequence[dict[str, str]], seed: int) -> Reply:
-        """One chat completion, timed."""
+        """One chat completion, timed (its last attempt)."""
         body = {"model": configuration, "messages": list(messages), "temperature": 0, "seed": seed}
-        started = time.perf_counter()
-        response = self._client.post("/v1/chat/completions", json=body)
+        for attempt in range(self._retries + 1):
+            started = time.perf_counter()
+            response = self._client.post("/v1/chat/completions", json=body)
+            wait_s = _retry_after(response)
+            if wait_s is None or attempt == self._retries:
+                break
+            time.sleep(wait_s)
         latency = time.perf_counter() - started
         if response.status_code != 200:
             raise RuntimeError(
@@ -94,6 +148,18 @@ class HttpBackend:
     def close(self) -> None:
         """Stops an app in process (its lifespan ends) or closes the connection pool."""
         self._client.__exit__(None, None, None)
+
+
+def _retry_after(response: Any) -> float | None:
+    """Seconds to wait before asking again (a 429 or 503 with Retry-After, capped at 30 s; an
+    HTTP date counts as 1 s), or None when the answer is final."""
+    header = response.headers.get("retry-after")
+    if response.status_code not in (429, 503) or header is None:
+        return None
+    try:
+        return min(30.0, max(0.1, float(header)))
+    except ValueError:
+        return 1.0
 
 
 def over_http(url: str, api_key: str | None = None, timeout_s: float = 600.0) -> HttpBackend:

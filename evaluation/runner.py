@@ -17,7 +17,7 @@ from typing import Any
 from adapters.base_model import BaseModelUnavailable, resolve_base_model
 from adapters.registry import AdapterRegistry, RegistryError
 from evaluation import metrics
-from evaluation.backends import Backend, Reply, over_http
+from evaluation.backends import Backend, Reply, chat_concurrently, over_http
 from evaluation.journal import ExampleResult, Journal, run_key
 from evaluation.leakage import check_leakage
 from evaluation.pricing import PriceTable
@@ -90,20 +90,25 @@ def evaluate(
     examples: Sequence[EvalExample],
     seed: int,
     on_result: Callable[[ExampleResult, bool], None] | None = None,
+    concurrency: int = 1,
 ) -> dict[str, list[ExampleResult]]:
-    """Answers every example under every configuration; journaled ones are not asked again."""
-    results: dict[str, list[ExampleResult]] = {name: [] for name in configurations}
+    """Answers every example under each configuration in turn, up to `concurrency` at once;
+    journaled ones are not asked again. Each answer is journaled and reported (`on_result`) in
+    the caller's thread as it arrives; the results keep the examples' order."""
+    report = on_result or (lambda result, fresh: None)
+    results: dict[str, list[ExampleResult]] = {}
     for name in configurations:
-        for example in examples:
-            known = journal.done.get((name, example.id))
-            fresh = known is None
-            if known is None:
-                reply = backend.chat(name, example.messages, seed)
-                known = ExampleResult(name, example.id, asdict(reply), score(task, example, reply))
-                journal.add(known)
-            results[name].append(known)
-            if on_result is not None:
-                on_result(known, fresh)
+        done = {e.id: journal.done[(name, e.id)] for e in examples if (name, e.id) in journal.done}
+        for result in done.values():
+            report(result, False)
+        asking = [e for e in examples if e.id not in done]
+        conversations = [e.messages for e in asking]
+        for index, reply in chat_concurrently(backend, name, conversations, seed, concurrency):
+            example = asking[index]
+            result = ExampleResult(name, example.id, asdict(reply), score(task, example, reply))
+            journal.add(result)
+            report(done.setdefault(example.id, result), True)
+        results[name] = [done[e.id] for e in examples]
     return results
 
 
@@ -264,9 +269,10 @@ class EvalRun:
         target: Target,
         seed: int,
         limit: int | None,
+        concurrency: int = 1,
     ) -> None:
         self.settings, self.task, self.chosen, self.target = settings, task, chosen, target
-        self.seed, self.limit = seed, limit
+        self.seed, self.limit, self.concurrency = seed, limit, concurrency  # examples in flight
         self.registry = AdapterRegistry(settings.adapters_root)
         self.backend: Backend | None = None
         self.adapters: dict[str, str | None] = {}
@@ -350,7 +356,9 @@ class EvalRun:
             def advance(result: ExampleResult, fresh: bool) -> None:
                 bar.update(progress, advance=1, description=f"{task.name}: {result.configuration}")
 
-            return evaluate(task, names, self.backend, journal, examples, self.seed, advance)
+            return evaluate(
+                task, names, self.backend, journal, examples, self.seed, advance, self.concurrency
+            )
 
     def execute(self) -> EvaluationOutcome:
         """Answers every example (journaled ones are skipped) and summarises."""

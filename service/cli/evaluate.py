@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,6 +10,7 @@ import typer
 
 if TYPE_CHECKING:
     from evaluation.backends import HttpBackend
+    from evaluation.tasks import Task
     from service.routing.configs import Configuration
     from service.settings import Settings
 
@@ -31,6 +32,34 @@ def in_process(
     )
     client.__enter__()
     return HttpBackend(client)
+
+
+def _general_task(tasks_dir: Path, chosen: Sequence[str]) -> Task | None:
+    """The general task for the forgetting check. Only adapter rungs need it: without it, a run
+    of no adapter rung goes on unchecked, and one with an adapter rung is a TaskError."""
+    from adapters.registry import AdapterRegistry
+    from evaluation.runner import GENERAL_TASK
+    from evaluation.tasks import TaskError, TaskNotFound, load_task
+    from service.cli.common import settings
+    from service.errors import LadderError
+    from service.routing.configs import load_configurations
+
+    try:
+        return load_task(tasks_dir, GENERAL_TASK)
+    except TaskNotFound as missing:
+        current = settings()
+        adapters = AdapterRegistry(current.adapters_root).names()
+        try:
+            loaded = load_configurations(current.config, adapters, None, only=chosen)
+        except LadderError:
+            return None  # the run reports a bad configurations file itself
+        with_adapter = [name for name in chosen if getattr(loaded.get(name), "adapter", None)]
+        if with_adapter:
+            raise TaskError(
+                f"{missing}; the forgetting check of adapter rungs ({', '.join(with_adapter)})"
+                " needs it"
+            ) from None
+        return None
 
 
 def eval_command(
@@ -57,21 +86,33 @@ def eval_command(
     tasks_dir: Annotated[Path, typer.Option()] = Path("corpus/tasks"),
     seed: Annotated[int, typer.Option()] = 0,
     record: Annotated[bool, typer.Option(help="Write results into adapter manifests.")] = True,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Examples asked at once (LADDER_ENGINE=vllm or --url; the local engine"
+            " answers one at a time, so it gets 1).",
+        ),
+    ] = 1,
 ) -> None:
     """Runs the ladder evaluation and names the cheapest configuration that meets the target."""
     from evaluation.report import Target
-    from evaluation.runner import GENERAL_TASK, EvalRun
+    from evaluation.runner import EvalRun
     from evaluation.tasks import TaskError, load_task
     from service.cli.common import fail, settings
 
     chosen = [name.strip() for name in configs.split(",") if name.strip()]
     try:
         loaded = load_task(tasks_dir, task)
-        general = load_task(tasks_dir, GENERAL_TASK) if url is None else None
+        general = _general_task(tasks_dir, chosen) if url is None else None
         goal = Target.parse(target or f"{loaded.primary_metric}>=0.9")
     except (TaskError, ValueError) as error:
         raise fail(str(error)) from None
-    run = EvalRun(settings(), loaded, chosen, goal, seed, limit)
+    current = settings()
+    if url is None and current.engine == "local":
+        concurrency = 1  # one worker thread: more in flight only queues (and may time out)
+    run = EvalRun(current, loaded, chosen, goal, seed, limit, concurrency=concurrency)
     try:
         if url is not None:
             run.connect(url, api_key)

@@ -11,6 +11,7 @@ import typer
 
 from service.cli import ab as ab_commands
 from service.cli import adapters as adapters_commands
+from service.cli import climb as climb_command
 from service.cli import evaluate as evaluate_command
 from service.cli import models as models_commands
 from service.cli import serve as serve_command
@@ -92,6 +93,7 @@ app.command("serve")(serve_command.serve)
 app.command("train")(train_command.train)
 app.command("eval")(evaluate_command.eval_command)
 app.command("eval-report")(evaluate_command.eval_report_command)
+app.command("climb")(climb_command.climb_command)
 
 
 def main() -> None:

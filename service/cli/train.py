@@ -14,7 +14,10 @@ from adapters.data import FINDING_KINDS, GateReport
 
 if TYPE_CHECKING:
     from adapters.base_model import BaseModel
+    from adapters.data import Example
     from service.settings import Settings
+
+GENERAL_SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly."
 
 
 def _read_prompt(value: str | None) -> str | None:
@@ -85,6 +88,36 @@ def _base_and_targets(
         raise fail(f"--target-modules: {base.source}: {error}") from None
 
 
+def _replay(
+    config: Settings, base: BaseModel, prompts: Path | None, fraction: float, system: str | None
+) -> list[Example]:
+    """The base model's own answers to the replay prompts (cached), or a one-line exit 2."""
+    from adapters.replay import ReplayPromptsError, load_replay_prompts, replay_examples
+    from service.cli.common import fail
+
+    if prompts is None:
+        return []
+    try:
+        questions = load_replay_prompts(prompts)
+    except ReplayPromptsError as error:
+        raise fail(f"--replay-prompts: {error}") from None
+
+    def progress(done: int, total: int) -> None:
+        typer.echo(f"replay: the base model answered {done}/{total} prompts", err=True)
+
+    replay = replay_examples(
+        base,
+        questions,
+        system or None,
+        cache_dir=config.cache_dir / "replay",
+        threads=max(1, config.torch_threads),
+        on_progress=progress,
+    )
+    if not replay:
+        raise fail(f"--replay-prompts: {base.source} answered none of the prompts in {prompts}")
+    return replay
+
+
 def train(
     data: Annotated[
         Path, typer.Argument(help="Chat-format JSONL: one {'messages': [...]} a line.")
@@ -112,6 +145,21 @@ def train(
     learning_rate: Annotated[float, typer.Option(min=1e-6, max=1.0)] = 1e-3,
     seed: Annotated[int, typer.Option()] = 0,
     check_only: Annotated[bool, typer.Option(help="Run the gate and stop.")] = False,
+    replay_prompts: Annotated[
+        Path | None,
+        typer.Option(help="General prompts (JSONL of {'id', 'prompt'}) the base model answers."),
+    ] = None,
+    replay_fraction: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="Share of the training mix that is replay.")
+    ] = 0.0,
+    replay_system_prompt: Annotated[
+        str, typer.Option(help="System message of the replay prompts (@FILE reads a file).")
+    ] = GENERAL_SYSTEM_PROMPT,
+    checkpoint_dir: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint here, and resume from the checkpoint it holds."),
+    ] = None,
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")] = 10,
 ) -> None:
     """Trains a LoRA adapter on DATA after the data-quality gate accepts it (exit 2 if not)."""
     from adapters.data import gate_data
@@ -124,6 +172,8 @@ def train(
         raise fail(f"--allow takes {', '.join(FINDING_KINDS)}; not {', '.join(unknown)}")
     if not data.is_file():
         raise fail(f"no such file: {data}")
+    if (replay_prompts is None) != (replay_fraction == 0):
+        raise fail("--replay-prompts and a --replay-fraction above 0 go together")
     config = settings()
     base, targets = _base_and_targets(config, target_modules, check_only)
     report = gate_data(
@@ -139,6 +189,9 @@ def train(
     if check_only:
         typer.echo("the data-quality gate accepts the data")
         return
+    replay = _replay(
+        config, base, replay_prompts, replay_fraction, _read_prompt(replay_system_prompt)
+    )
     options = TrainingOptions(
         rank=rank,
         target_modules=targets,
@@ -148,13 +201,28 @@ def train(
         learning_rate=learning_rate,
         seed=seed,
         threads=max(1, config.torch_threads),
+        checkpoint_every=checkpoint_every,
     )
     registry = AdapterRegistry(config.adapters_root)
     try:
         with _step_reporter() as on_step:
             adapter = train_and_register(
-                registry, name, report, data, base=base, options=options, on_step=on_step
+                registry,
+                name,
+                report,
+                data,
+                base=base,
+                options=options,
+                on_step=on_step,
+                replay=replay,
+                replay_fraction=replay_fraction,
+                checkpoint_dir=checkpoint_dir,
+                on_resume=_say_resuming,
             )
     except ChatTemplateError as error:
         raise fail(f"{base.source}: {error}") from None
     typer.echo(f"trained {adapter.ref} on {base.source} -> {adapter.path}")
+
+
+def _say_resuming(step: int, total: int) -> None:
+    typer.echo(f"resuming at step {step} of {total}", err=True)

@@ -245,6 +245,12 @@ def _resolve(name: str, raw: Mapping[str, object], base: Path) -> Configuration:
     return configuration
 
 
+def resolve_configuration(name: str, raw: Mapping[str, object], base: Path) -> Configuration:
+    """One configuration from its definition (as a configurations file holds it), its files read
+    relative to `base`; ConfigurationError names the field when it is invalid."""
+    return _resolve(name, raw, base)
+
+
 def load_configurations(
     path: Path,
     adapters: Collection[str],

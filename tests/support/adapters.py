@@ -38,6 +38,8 @@ _QUESTIONS_AND_ANSWERS = (
 # The code a cached adapter depends on: an edit to any of these trains it again.
 TRAINING_CODE = (
     "adapters/train.py",
+    "adapters/checkpoint.py",
+    "adapters/replay.py",
     "adapters/lora.py",
     "adapters/data.py",
     "adapters/registry.py",
@@ -103,6 +105,16 @@ def ladder(
 ) -> subprocess.CompletedProcess[str]:
     """`ladder ARGUMENTS` with LADDER_DATA_DIR=data_dir, the shared model cache and base_model
     as LADDER_BASE_MODEL (unset when None, whatever the calling environment says)."""
+    command, env = ladder_invocation(data_dir, *arguments, base_model=base_model)
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO
+    )
+
+
+def ladder_invocation(
+    data_dir: Path, *arguments: str, base_model: Path | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment `ladder` runs with (for a test that starts it itself)."""
     env = {
         **os.environ,
         "LADDER_DATA_DIR": str(data_dir),
@@ -112,10 +124,7 @@ def ladder(
     env.pop("LADDER_BASE_MODEL", None)
     if base_model is not None:
         env["LADDER_BASE_MODEL"] = str(base_model)
-    command = [sys.executable, "-m", "service.cli", *arguments]
-    return subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO
-    )
+    return [sys.executable, "-m", "service.cli", *arguments], env
 
 
 def _cache_key(kind: str, model_dir: Path, data: bytes, options: Mapping[str, object]) -> str:
