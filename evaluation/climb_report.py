@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -108,9 +108,17 @@ class ClimbOutcome:
         (folder / "report.md").write_text(
             f"# ladder climb: {self.task}\n\n{self.text()}\n", encoding="utf-8"
         )
-        summaries = [r.summary for r in self.results]
-        if summaries:
-            chart(summaries, self.target, f"{self.task}: the climb", folder / "chart.png")
+        # Points labelled by walk order and rung, short enough not to run into each other.
+        labelled = [
+            replace(
+                r.summary,
+                name=f"{i}. {r.rung.id}"
+                + (" (no replay)" if r.rung.variant == "no-replay" else ""),
+            )
+            for i, r in enumerate(self.results, 1)
+        ]
+        if labelled:
+            chart(labelled, self.target, f"{self.task}: the climb", folder / "chart.png")
         (folder / "climb.json").write_text(
             json.dumps(self.as_dict(), indent=2) + "\n", encoding="utf-8"
         )
