@@ -103,6 +103,10 @@ def chat_concurrently(
         raise failure
 
 
+class BackendError(RuntimeError):
+    """The service refused or failed an evaluation request; answers so far are journaled."""
+
+
 class HttpBackend:
     """Posts chat completions (greedy, the run's seed) through a server's or an app's client.
 
@@ -127,7 +131,7 @@ class HttpBackend:
             time.sleep(wait_s)
         latency = time.perf_counter() - started
         if response.status_code != 200:
-            raise RuntimeError(
+            raise BackendError(
                 f"{configuration}: HTTP {response.status_code}: {response.text[:300]}"
             )
         return _reply(response.json(), latency)

@@ -201,6 +201,7 @@ def climb_command(
     Exit 0 when a rung meets the target, 1 when none does (or the budget ran out), 2 on an error.
     """
     from adapters.train import TrainingOptions
+    from evaluation.backends import BackendError
     from evaluation.climb import Climb, ClimbOptions
     from evaluation.climb_plan import LOWER_RUNGS
     from evaluation.report import Target
@@ -254,6 +255,9 @@ def climb_command(
     except TaskError as error:
         display.close()
         raise fail(str(error)) from None
+    except BackendError as error:
+        display.close()
+        raise fail(f"{error}; what is done is kept: run again to resume", 1) from None
     display.close()
     folder = out_dir or config.data_dir / "climb" / task
     outcome.write(folder)

@@ -97,6 +97,7 @@ def eval_command(
     ] = 1,
 ) -> None:
     """Runs the ladder evaluation and names the cheapest configuration that meets the target."""
+    from evaluation.backends import BackendError
     from evaluation.report import Target
     from evaluation.runner import EvalRun
     from evaluation.tasks import TaskError, load_task
@@ -121,6 +122,8 @@ def eval_command(
         outcome = run.execute()
     except TaskError as error:
         raise fail(str(error)) from None
+    except BackendError as error:
+        raise fail(f"{error}; the answers so far are journaled: run again to resume", 1) from None
     finally:
         run.close()
     folder = out_dir or run.settings.data_dir / "eval" / task

@@ -32,6 +32,10 @@ from tests.support.tcp_proxy import TcpProxy
 T = TypeVar("T")
 BUSY_TIMEOUT_S = 0.5
 BOUND_S = BUSY_TIMEOUT_S + 2.0
+# PostgreSQL through the proxy: a healthy connect on a loaded 2-core machine can take over a
+# second, and psycopg's connect timeout is whole seconds; at 0.5 (1 s to connect) a healthy
+# exposure write timed out under load and the response was served uncounted.
+PG_BUSY_TIMEOUT_S = 2.0
 
 
 @contextmanager
@@ -93,9 +97,9 @@ def outage_keeps_chat_and_loses_nothing(
     with outage():
         during, seconds = timed(lambda: served_arms(client, users))
         assert during == before, "users keep their arm while the database is away"
-        assert seconds < len(users) * BOUND_S
+        assert seconds < len(users) * write_bound_s
         plain, seconds = timed(lambda: ask(client, None, model="plain"))
-        assert plain.status_code == 200 and seconds < BOUND_S
+        assert plain.status_code == 200 and seconds < write_bound_s
         refused, seconds = timed(
             lambda: client.post("/admin/experiments/support/weights", json=change, headers=ADMIN)
         )
@@ -149,7 +153,7 @@ def test_unreachable_postgres_keeps_chat_serving_and_refuses_writes_cleanly(
         proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
         proxy.open()
         through_proxy = target.set(port=proxy.port).render_as_string(hide_password=False)
-        settings = make_settings(tmp_path, through_proxy, db_busy_timeout_s=BUSY_TIMEOUT_S)
+        settings = make_settings(tmp_path, through_proxy, db_busy_timeout_s=PG_BUSY_TIMEOUT_S)
         try:
             with app_client(settings) as client:
                 # A write may wait for the connect timeout, whole seconds for psycopg.
@@ -157,7 +161,7 @@ def test_unreachable_postgres_keeps_chat_serving_and_refuses_writes_cleanly(
                     client,
                     lambda: cut(proxy),
                     lambda: stored_feedback(direct_url),
-                    BOUND_S + 1.0,
+                    PG_BUSY_TIMEOUT_S + 3.0,
                     False,
                 )
         finally:
