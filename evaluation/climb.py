@@ -61,7 +61,7 @@ class ClimbOptions:
     target: Target
     seed: int = 0
     limit: int | None = None
-    general_limit: int | None = 40
+    general_limit: int | None = None  # the whole general set
     budget_minutes: float | None = None
     max_cost_per_1k: float | None = None
     replay_fraction: float = 0.2

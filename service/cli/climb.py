@@ -157,7 +157,10 @@ def climb_command(
         typer.Option(min=0.0, help="Leave out rungs dearer than this, USD per 1,000 calls."),
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Held-out examples (seeded).")] = None,
-    general_limit: Annotated[int, typer.Option(min=1, help="General questions (forgetting).")] = 40,
+    general_limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="General questions for the forgetting check (default: all)."),
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     replay_fraction: Annotated[
         float, typer.Option(min=0.0, max=0.9, help="Share of the training mix that is replay.")
