@@ -107,6 +107,8 @@ class Climb:
         self.prices = PriceTable.load()
         self.examples = select_examples(task, options.limit, options.seed)
         self.started = time.monotonic()
+        self._before: float | None = None  # seconds of earlier runs of this climb
+        self._start_app: StartApp | None = None
         try:
             self.user = load_configurations(settings.config, self.registry.names(), None)
         except ConfigurationError as error:
@@ -174,8 +176,6 @@ class Climb:
         self.folder.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"seconds": round(spent, 1)}), encoding="utf-8")
         return spent
-
-    _before: float | None = None
 
     def _over_budget(self) -> bool:
         budget = self.options.budget_minutes
@@ -335,8 +335,6 @@ class Climb:
             )
             raise TaskError(f"{error}{hint}") from None
 
-    _start_app: StartApp | None = None
-
     def _raw(self, rung: Rung) -> dict[str, Any]:
         return raw_definition(rung, self.settings.config)
 
@@ -356,12 +354,16 @@ class Climb:
         general: Task,
         examples: Sequence[EvalExample],
     ) -> None:
-        """The general set without an adapter and with each adapter rung's adapter."""
+        """The general set without an adapter and with each adapter rung's adapter: once per
+        adapter (rungs sharing one, `adapter` and `adapter+X`, share its probe)."""
+        by_adapter: dict[str | None, float] = {}
         scores: dict[str, float] = {}
         for i, (name, config) in enumerate(probes.items(), 1):
-            probe = Rung("general", config)
-            summary = self._measure(backend, probe, i, len(probes), general, examples)
-            scores[name] = summary.value("contains_answer")
+            if config.adapter not in by_adapter:
+                probe = Rung("general", config)
+                summary = self._measure(backend, probe, i, len(probes), general, examples)
+                by_adapter[config.adapter] = summary.value("contains_answer")
+            scores[name] = by_adapter[config.adapter]
         before = scores[PROBE_BASE]
         for result in outcome.results:
             after = scores.get(f"{result.rung.name}~general")

@@ -19,18 +19,11 @@ from typing import Any
 import yaml
 
 from evaluation.pricing import PriceTable
-from evaluation.tasks import Task, TaskError
+from evaluation.tasks import RUNGS, Task, TaskError
 from service.routing.configs import Configuration, ConfigurationError, resolve_configuration
 
-LOWER_RUNGS = (
-    "base",
-    "prompt",
-    "few-shot",
-    "few-shot-similar",
-    "constrained",
-    "similar-constrained",
-    "rag",
-)
+# The rungs below the adapter, in the ladder's order: the ids a task's `configurations:` maps.
+LOWER_RUNGS = RUNGS
 FEW_SHOT_COUNT = 5
 RAG = {"k": 4, "mode": "hybrid", "min_score": 0.1, "max_context_tokens": 700, "on_error": "fail"}
 # Forced keys can take more tokens than the model's own spelling of them.
