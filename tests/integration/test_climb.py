@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from adapters.checkpoint import CHECKPOINT_FILE
 from adapters.registry import AdapterRegistry
 from service.experiments import repository
 from service.experiments.store import open_database
@@ -194,7 +195,10 @@ def test_a_task_the_prompt_rung_passes_is_never_trained_for(tmp_path: Path) -> N
 
 
 def _checkpointed(root: Path) -> bool:
-    return any(p.is_file() for p in (root / "data" / "climb").glob("zebra-*/checkpoint-*/*"))
+    """A whole checkpoint is in place (not the partial file it is written to first: a climb
+    killed then has nothing to resume from)."""
+    found = (root / "data" / "climb").glob(f"zebra-*/checkpoint-*/{CHECKPOINT_FILE}")
+    return any(p.is_file() for p in found)
 
 
 def test_only_the_adapter_passes_it_trains_once_and_resumes_after_sigkill(tmp_path: Path) -> None:
