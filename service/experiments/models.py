@@ -39,6 +39,8 @@ class ExperimentRow(Base):
     weights_version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    # The spec's fields that have no column of their own (see repository.OPTION_FIELDS).
+    options: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class VersionRow(Base):

@@ -31,8 +31,19 @@ class StoredExperiment:
     updated_at: float
 
 
+COLUMN_FIELDS = frozenset(
+    ("name", "model", "arms", "control", "stickiness", "salt", "status", "winner")
+)
+
+
+def option_fields() -> frozenset[str]:
+    """The spec's fields stored together in the `options` JSON column: every field without a
+    column of its own, so a new spec field is stored and versioned with no further migration."""
+    return frozenset(ExperimentSpec.model_fields) - COLUMN_FIELDS
+
+
 def _stored(row: ExperimentRow) -> StoredExperiment:
-    fields = {
+    fields = (row.options or {}) | {
         "name": row.name,
         "model": row.model,
         "arms": row.arms,
@@ -50,6 +61,7 @@ def _write_spec(row: ExperimentRow, spec: ExperimentSpec) -> None:
     row.model, row.stickiness, row.salt = spec.model, spec.stickiness, spec.salt
     row.status, row.control, row.winner = spec.status, spec.control, spec.winner
     row.arms = [arm.model_dump() for arm in spec.arms]
+    row.options = spec.model_dump(mode="json", include=set(option_fields()))
 
 
 def state_version(database: Database) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,23 +97,30 @@ def test_stop_string_cuts_output_and_is_never_streamed(engine: LocalEngine) -> N
 
 
 def test_full_queue_raises_engine_overloaded(engine: LocalEngine) -> None:
+    # The one worker thread is held, so the admitted requests stay queued however fast the
+    # machine is: waiting on the clock instead raced with their generation on a loaded CI box.
+    gate = threading.Event()
+    engine._executor.submit(gate.wait, 60)
+
     async def overflow() -> None:
         admitted = [
-            asyncio.create_task(engine.complete(ask(f"Say hello #{n}.", max_tokens=48)))
+            asyncio.create_task(engine.complete(ask(f"Say hello #{n}.", max_tokens=8)))
             for n in range(QUEUE_CAPACITY)
         ]
-        for _ in range(500):  # until both hold their slot, however busy the machine is
-            if engine.in_flight == QUEUE_CAPACITY:
-                break
-            await asyncio.sleep(0.01)
+        while engine.in_flight < QUEUE_CAPACITY and not any(task.done() for task in admitted):
+            await asyncio.sleep(0.01)  # admission happens when each task first runs
         assert engine.in_flight == QUEUE_CAPACITY
         with pytest.raises(EngineOverloaded) as refused:
             await engine.complete(ask("One too many.", max_tokens=4))
         assert refused.value.retry_after >= 1
+        gate.set()
         for completion in await asyncio.gather(*admitted):
             assert completion.text
 
-    asyncio.run(overflow())
+    try:
+        asyncio.run(overflow())
+    finally:
+        gate.set()
 
 
 def test_unknown_adapter_raises_not_found(engine: LocalEngine) -> None:
