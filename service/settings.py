@@ -143,6 +143,11 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64, description="Server processes (vllm engine only).")
 
     vllm_url: str = Field("http://127.0.0.1:8001", description="The vLLM server.")
+    vllm_urls: str | None = Field(None, description="vLLM replicas, comma-separated.")
+    vllm_routing: Literal["affinity", "round_robin", "least_busy"] = "affinity"
+    vllm_replica_cooldown_s: float = Field(5.0, gt=0, description="A failed replica's rest.")
+    vllm_affinity_spill: int = Field(4, ge=0, description="Queue over the least busy replica.")
+    vllm_health_timeout_s: float = Field(2.0, gt=0, description="A replica's /health probe.")
     vllm_model: str = Field("base", description="The base model's served name on vLLM.")
     vllm_connect_timeout_s: float = Field(3.0, gt=0)
     vllm_read_timeout_s: float = Field(120.0, gt=0)
@@ -280,6 +285,9 @@ class Settings(BaseSettings):
     dashboard_session_s: int = Field(
         28_800, ge=60, le=604_800, description="Lifetime of a dashboard login, seconds."
     )
+    dashboard_audit_entries: int = Field(
+        20, ge=1, le=1000, description="Latest audit entries the dashboard shows per experiment."
+    )
     metrics_token: str | None = Field(
         None, min_length=16, description="Bearer token of /metrics; /metrics is open when unset."
     )
@@ -293,7 +301,28 @@ class Settings(BaseSettings):
         1.0, gt=0, le=60, description="How often replicas poll for experiment changes."
     )
     experiment_min_samples: int = Field(
-        100, ge=1, description="Feedback per arm before a comparison may name a winner."
+        100, ge=1, description="Users with feedback per arm before a comparison may name a winner."
+    )
+    guardrail_check_every: int = Field(
+        20, ge=1, le=100_000, description="Outcomes (of this replica) between guardrail checks."
+    )
+    guardrail_check_interval_s: float = Field(
+        1.0, ge=0, le=3600, description="Least time between guardrail checks (of a replica)."
+    )
+    guardrail_alpha: float = Field(
+        0.05, gt=0, le=0.5, description="Chance a guardrail ever pauses an arm within limits."
+    )
+    guardrail_min_users: int = Field(20, ge=2, description="Users per arm before guardrails.")
+    experiment_key_unit: bool = Field(
+        False,
+        description="Make the caller's API key the experiment unit of a request that names no"
+        " user (no `user`, no X-Ladder-User): every request of one key sticks to one arm.",
+    )
+    experiment_export_rows: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Exposures read per database round trip by the exposure export.",
     )
 
     @field_validator("chroma_url", "embeddings_url")
@@ -302,6 +331,14 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value or None
+
+    @field_validator("vllm_urls")
+    @classmethod
+    def _urls_are_http(cls, value: str | None) -> str | None:
+        urls = [url.strip() for url in (value or "").split(",") if url.strip()]
+        if (value is not None and not urls) or any(not u.startswith("http") for u in urls):
+            raise ValueError("must list http:// or https:// URLs (unset: LADDER_VLLM_URL)")
+        return ",".join(urls) or None
 
     @field_validator("embeddings_tokenizer")
     @classmethod
@@ -339,6 +376,11 @@ class Settings(BaseSettings):
     def experiments_db_url(self) -> str:
         """The experiments database: LADDER_DB_URL, else SQLite under the data dir."""
         return self.db_url or f"sqlite:///{(self.data_dir / 'ladder.db').resolve()}"
+
+    @property
+    def vllm_replica_urls(self) -> list[str]:
+        """The vLLM replicas: LADDER_VLLM_URLS, else the one LADDER_VLLM_URL."""
+        return self.vllm_urls.split(",") if self.vllm_urls else [self.vllm_url]
 
     @property
     def adapters_root(self) -> Path:

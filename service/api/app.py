@@ -19,7 +19,7 @@ from service.api.middleware import BodySizeLimit, ClientAdmission, RequestGate
 from service.api.state import ServiceState
 from service.chat.examples import ExampleSelector, bundled_embedder
 from service.chat.limits import chat_limits
-from service.chat.metrics import Metrics
+from service.chat.metrics import Metrics, MetricSource
 from service.chat.serving import ChatService
 from service.engines.base import Engine
 from service.engines.factory import build_engine, load_base_model, model_window
@@ -92,7 +92,7 @@ async def _start(
         live.get,
         chosen_engine,
         chosen_index,
-        Metrics(),
+        Metrics(*[chosen_engine] if isinstance(chosen_engine, MetricSource) else []),
         chat_limits(settings, window),
         experiments=experiments,
         examples=ExampleSelector(

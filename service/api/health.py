@@ -26,6 +26,15 @@ class ExplainsReadiness(Protocol):
         ...
 
 
+@runtime_checkable
+class ReportsReplicas(Protocol):
+    """An engine of several upstream replicas (vLLM) that reports each one."""
+
+    def replica_report(self) -> list[dict[str, object]]:
+        """Each replica's health and routing state, as of the last readiness check."""
+        ...
+
+
 @router.get("/health")
 async def health() -> dict[str, str]:
     """The process is up."""
@@ -41,6 +50,8 @@ async def ready(state: StateDep) -> JSONResponse:
     body: dict[str, object] = {"ready": not problems, "engine": not engine, "index": not index}
     if problems:
         body["reason"] = "; ".join(problems)
+    if isinstance(state.chat.engine, ReportsReplicas):
+        body["replicas"] = state.chat.engine.replica_report()
     return JSONResponse(body, 503 if problems else 200)
 
 

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import Metric
 
 # The label of every request that names no served configuration or experiment.
 UNKNOWN_MODEL = "(unknown)"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
-class Metrics:
-    """The service's counters and histograms."""
+@runtime_checkable
+class MetricSource(Protocol):
+    """A part that keeps metrics of its own (the vLLM engine's per-replica counters)."""
 
-    def __init__(self) -> None:
+    def collect(self) -> Iterable[Metric]:
+        """Its metric families, read at each scrape."""
+        ...
+
+
+class Metrics:
+    """The service's counters and histograms, and those of the sources given."""
+
+    def __init__(self, *sources: MetricSource) -> None:
         self.registry = CollectorRegistry()
+        for source in sources:
+            self.registry.register(source)
         labels = ("configuration", "adapter")
         self.requests = Counter(
             "ladder_requests",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 
 import httpx
 
+from service.engines.replicas import ReplicaState
 from service.engines.vllm_wire import status_error, upstream_message
 from service.errors import EngineError, LadderError
 
@@ -19,21 +20,42 @@ Resolver = Callable[[str], tuple[str, str]]
 """An adapter ref (`name` or `name@version`) -> (its exact `name@version`, its folder)."""
 
 
-class AdapterSlots:
-    """vLLM's loaded adapters kept in step with the registry.
+class AdapterLost(EngineError):
+    """vLLM answered 404 for an adapter ladder had loaded there (a 502 if it stands): the request
+    is tried once more, the adapter loaded again."""
 
-    A ref is loaded once (one lock per ref, so concurrent requests wait for the same load) and
-    counted while requests use it; a version superseded by a newer one is unloaded once idle.
+
+class AdapterSlots:
+    """One vLLM replica's loaded adapters kept in step with the registry.
+
+    A ref is loaded once (one lock per ref, so concurrent requests wait for the same load); the
+    requests using it are counted in the replica's routing state (the router counts them when it
+    routes), and a version superseded by a newer one is unloaded once idle. What vLLM serves is
+    known here; the routing state follows it (seeded from it, told of every unload).
     """
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, state: ReplicaState, model: str) -> None:
         self._client = client
+        self._state = state
+        self._model = model
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._seeded = asyncio.Lock()
         self._loaded: set[str] | None = None
-        self._in_flight: Counter[str] = Counter()
         self._stale: set[str] = set()
         self._pinned: set[str] = set()
+
+    @property
+    def known(self) -> bool:
+        """Whether what vLLM serves has been read (since the last `forget`)."""
+        return self._loaded is not None
+
+    async def seed(self) -> None:
+        """Reads what vLLM serves now, unless already known."""
+        await self._seed()
+
+    def forget(self) -> None:
+        """Reads what vLLM serves again on next use (it may have restarted)."""
+        self._loaded = None
 
     @asynccontextmanager
     async def use(self, asked: str, ref: str, path: str) -> AsyncIterator[None]:
@@ -42,13 +64,16 @@ class AdapterSlots:
         self._note(asked, ref, loaded)
         async with self._locks[ref]:
             if ref not in loaded:
-                await self._load(ref, path)
+                try:
+                    await self._load(ref, path)
+                except BaseException:
+                    self._state.drop(ref)
+                    raise
                 loaded.add(ref)
-            self._in_flight[ref] += 1
+            self._state.loaded.setdefault(ref, None)
         try:
             yield
         finally:
-            self._in_flight[ref] -= 1
             try:
                 await self.retire_idle()
             except (LadderError, httpx.HTTPError) as error:  # the answer stands; retried later
@@ -68,12 +93,22 @@ class AdapterSlots:
         loaded = await self._seed()
         for ref in sorted(self._stale):
             async with self._locks[ref]:
-                if self._in_flight[ref] or ref not in self._stale:
+                if self._state.in_use[ref] or ref not in self._stale:
                     continue
                 if ref in loaded:
                     await self._unload(ref)
                     loaded.discard(ref)
+                    self._state.drop(ref)
                 self._stale.discard(ref)
+
+    async def evict(self, refs: Iterable[str]) -> None:
+        """Unloads refs the router evicted to make room, each unless a request took it up since."""
+        loaded = await self._seed()
+        for ref in refs:
+            async with self._locks[ref]:
+                if ref in loaded and not self._state.in_use[ref] and ref not in self._state.loaded:
+                    await self._unload(ref)
+                    loaded.discard(ref)
 
     def _note(self, asked: str, ref: str, loaded: set[str]) -> None:
         """Marks the versions a bare name no longer resolves to as stale."""
@@ -95,6 +130,7 @@ class AdapterSlots:
                 if response.status_code != 200:
                     raise status_error(response)
                 self._loaded = {str(m.get("id")) for m in response.json().get("data") or []}
+                self._state.seed(sorted(self._loaded - {self._model}))
             return self._loaded
 
     async def _load(self, ref: str, path: str) -> None:

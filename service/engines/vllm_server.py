@@ -24,7 +24,7 @@ from service.engines.child_env import child_environment
 from service.engines.factory import model_window
 from service.engines.structured import VLLM_STRUCTURED_OUTPUTS
 from service.engines.tokens import estimate_tokens
-from service.engines.vllm import ExpectedModel, Resolver, VllmEngine
+from service.engines.vllm import ExpectedModel, Resolver, RoutingOptions, VllmEngine
 from service.errors import ConfigurationError, NotFound
 from service.settings import Settings
 
@@ -374,7 +374,7 @@ def vllm_engine(settings: Settings, registry: AdapterRegistry, base: BaseModel) 
             raise ConfigurationError(f"the leak guard's zero adapter: {error}") from error
         log.warning("counting tokens by estimate: %s", error)
     return VllmEngine(
-        settings.vllm_url,
+        settings.vllm_replica_urls,
         settings.vllm_model,
         connect_timeout_s=settings.vllm_connect_timeout_s,
         read_timeout_s=settings.vllm_read_timeout_s,
@@ -383,4 +383,5 @@ def vllm_engine(settings: Settings, registry: AdapterRegistry, base: BaseModel) 
         base_adapter=base_adapter,
         expected_model=ExpectedModel(base.source, str(base.folder), model_window(settings, base)),
         auto_tool_choice=settings.vllm_auto_tool_choice and bool(settings.vllm_tool_call_parser),
+        routing=RoutingOptions.of(settings),
     )

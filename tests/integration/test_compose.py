@@ -173,3 +173,33 @@ def test_the_optional_embeddings_service_serves_the_model_ladder_asks_for(
         environment = services[client]["environment"]
         assert environment["LADDER_EMBEDDINGS_MODEL"] == model
         assert environment["LADDER_EMBEDDINGS_URL"] == url
+
+
+def test_the_scale_profile_adds_a_second_vllm_replica_on_another_gpu() -> None:
+    urls = "http://vllm:8000,http://vllm-2:8000"
+    services = resolved_services(LADDER_VLLM_URLS=urls)
+    first, second = services["vllm"], services["vllm-2"]
+    assert second["profiles"] == ["scale"]
+    assert "profiles" not in first
+    # The same server: model, window, served name, LoRA flags, port, adapters and caches.
+    assert second["command"] == first["command"]
+    assert mounts(second) == mounts(first)
+    assert second["healthcheck"] == first["healthcheck"]
+    assert second["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert second["deploy"] == first["deploy"]
+    # ...on its own GPU.
+    assert first["environment"].get("CUDA_VISIBLE_DEVICES") != "1"
+    assert second["environment"]["CUDA_VISIBLE_DEVICES"] == "1"
+    for client in ("ladder", "ingest"):
+        assert services[client]["environment"]["LADDER_VLLM_URLS"] == urls
+    # Every listed URL names a vLLM service on the port it serves.
+    for url in urls.split(","):
+        host, port = url.removeprefix("http://").split(":")
+        assert option(services[host]["command"], "--port") == port
+
+
+def test_without_the_scale_profile_ladder_uses_the_one_vllm() -> None:
+    services = resolved_services()
+    assert services["ladder"]["environment"]["LADDER_VLLM_URLS"] == ""
+    assert services["ladder"]["environment"]["LADDER_VLLM_URL"] == "http://vllm:8000"
+    assert "vllm-2" not in services["ladder"].get("depends_on", {})

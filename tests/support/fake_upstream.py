@@ -1,7 +1,10 @@
 """The fake OpenAI-compatible upstream that tests and benchmarks put behind ladder's vllm engine.
 
-`python -m tests.support.fake_upstream --port P [--mode M] [--pieces N] [--delay S]`, or
-`fake_upstream(...)` served in-process. Modes:
+`python -m tests.support.fake_upstream --port P [--mode M] [--pieces N] [--delay S] [--lora]`,
+or `fake_upstream(...)` served in-process. With `--lora`, vLLM's runtime LoRA routes too: adapters
+are loaded and unloaded by name, /v1/models lists them, a chat naming one not loaded gets vLLM's
+404, and GET /stats tells what this upstream was asked (chats by model, loads, unloads, and every
+one of them in order as `events`). Modes:
 - ok: /health 200; /v1/models lists `base`; chat completions whole or streamed (`answer(pieces)`
   in `pieces` chunks `delay` seconds apart, each its own write; a usage chunk when
   `stream_options.include_usage`, as vLLM sends it)
@@ -74,9 +77,13 @@ def _completion(model: str, pieces: int) -> bytes:
     return json.dumps(body).encode()
 
 
-def fake_upstream(mode: str = "ok", pieces: int = 3, delay: float = 0.0) -> FastAPI:
+def fake_upstream(
+    mode: str = "ok", pieces: int = 3, delay: float = 0.0, lora: bool = False
+) -> FastAPI:
     """The app for one mode (hang is a raw socket server: see `main`)."""
     app = FastAPI()
+    loaded: dict[str, str] = {}
+    stats: dict[str, Any] = {"chat": {}, "loads": [], "unloads": [], "events": []}
     if mode == "error":
 
         @app.api_route("/{path:path}", methods=["GET", "POST"])
@@ -91,13 +98,23 @@ def fake_upstream(mode: str = "ok", pieces: int = 3, delay: float = 0.0) -> Fast
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": "base", "object": "model"}]}
+        adapters = [{"id": name, "object": "model", "parent": "base"} for name in loaded]
+        return {"object": "list", "data": [{"id": "base", "object": "model"}, *adapters]}
+
+    if lora:
+        _lora_routes(app, loaded, stats)
 
     @app.post("/v1/chat/completions")
     async def complete(request: Request) -> Response:
         # The body is read by hand, not validated: the benchmarks want this peer to cost little.
         body = json.loads(await request.body())
         model = str(body.get("model", "base"))
+        if lora:
+            if model != "base" and model not in loaded:
+                error = {"message": f"The model `{model}` does not exist.", "code": 404}
+                return JSONResponse({"object": "error", **error}, status_code=404)
+            stats["chat"][model] = stats["chat"].get(model, 0) + 1
+            stats["events"].append(["chat", model])
         if body.get("stream"):
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
             events = _events(mode, model, pieces, delay, usage)
@@ -107,6 +124,36 @@ def fake_upstream(mode: str = "ok", pieces: int = 3, delay: float = 0.0) -> Fast
         return Response(_completion(model, pieces), media_type="application/json")
 
     return app
+
+
+def _lora_routes(app: FastAPI, loaded: dict[str, str], stats: dict[str, Any]) -> None:
+    """vLLM's runtime adapter routes (VLLM_ALLOW_RUNTIME_LORA_UPDATING) and a /stats of them."""
+
+    @app.post("/v1/load_lora_adapter")
+    async def load(request: Request) -> Response:
+        body = json.loads(await request.body())
+        name = str(body["lora_name"])
+        if name in loaded:
+            message = f"The lora adapter '{name}' has already been loaded."
+            return JSONResponse({"object": "error", "message": message}, status_code=400)
+        loaded[name] = str(body["lora_path"])
+        stats["loads"].append(name)
+        stats["events"].append(["load", name])
+        return Response(f"Success: LoRA adapter '{name}' added successfully.")
+
+    @app.post("/v1/unload_lora_adapter")
+    async def unload(request: Request) -> Response:
+        name = str(json.loads(await request.body())["lora_name"])
+        if loaded.pop(name, None) is None:
+            message = f"The lora adapter '{name}' cannot be found."
+            return JSONResponse({"object": "error", "message": message}, status_code=404)
+        stats["unloads"].append(name)
+        stats["events"].append(["unload", name])
+        return Response(f"Success: LoRA adapter '{name}' removed successfully.")
+
+    @app.get("/stats")
+    async def report() -> dict[str, Any]:
+        return stats | {"loaded": list(loaded)}
 
 
 async def _hang(port: int) -> None:
@@ -127,11 +174,12 @@ def main() -> None:
     parser.add_argument("--mode", choices=MODES, default="ok")
     parser.add_argument("--pieces", type=int, default=3)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--lora", action="store_true", help="serve vLLM's runtime LoRA routes")
     args = parser.parse_args()
     if args.mode == "hang":
         asyncio.run(_hang(args.port))
         return
-    app = fake_upstream(args.mode, args.pieces, args.delay)
+    app = fake_upstream(args.mode, args.pieces, args.delay, args.lora)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

@@ -73,10 +73,13 @@ class ManagedServer:
 class UpstreamProcess(ManagedServer):
     """tests/support/fake_upstream.py in one of its modes."""
 
-    def start(self, mode: str = "ok", pieces: int = 3, delay: float = 0.0) -> None:
+    def start(
+        self, mode: str = "ok", pieces: int = 3, delay: float = 0.0, lora: bool = False
+    ) -> None:
         """(Re)starts the upstream in a mode and waits until it listens."""
         self.kill()
         options = ["--mode", mode, "--pieces", str(pieces), "--delay", str(delay)]
+        options += ["--lora"] if lora else []
         command = [sys.executable, "-m", "tests.support.fake_upstream", "--port", str(self.port)]
         process = self._spawn([*command, *options])
         wait_for_port(self.port, 30, process)

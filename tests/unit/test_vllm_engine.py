@@ -535,13 +535,26 @@ def test_ready_endpoint_is_503_with_the_mismatch_as_its_reason(
     with TestClient(app) as client:
         response = client.get("/ready")
 
+    reason = (
+        f"vLLM serves {FOLDER} with max_model_len 512, ladder is configured for"
+        f" {FOLDER} with window 1024"
+    )
     assert response.status_code == 503
     assert response.json() == {
         "ready": False,
         "engine": False,
         "index": True,
-        "reason": f"vLLM serves {FOLDER} with max_model_len 512, ladder is configured for"
-        f" {FOLDER} with window 1024",
+        "reason": reason,
+        "replicas": [
+            {
+                "url": BASE_URL,
+                "healthy": False,
+                "routed": False,
+                "reason": reason,
+                "outstanding": 0,
+                "adapters": [],
+            }
+        ],
     }
 
 
@@ -550,8 +563,9 @@ def test_configured_timeouts_reach_every_upstream_request() -> None:
     answer = httpx.Response(200, json=chat_completion("Hi.", "stop", 31, 2))
 
     async def check(engine: VllmEngine) -> None:
-        assert engine.client.timeout.connect == 1.5
-        assert engine.client.timeout.read == 42.0
+        client = engine.pool.replicas[0].client
+        assert client.timeout.connect == 1.5
+        assert client.timeout.read == 42.0
         await engine.complete(REQUEST)
 
     run_engine(recording(answer, sent), check, connect_timeout_s=1.5, read_timeout_s=42.0)

@@ -65,7 +65,7 @@ def served_stack(settings: Settings, progress: list[str] | None = None) -> Itera
 
     start(settings, report)
     try:
-        with _ladder(settings) as ladder_url:
+        with ladder_serving(settings) as ladder_url:
             registry = AdapterRegistry(settings.adapters_root)
             yield Stack(settings, registry, settings.vllm_url, ladder_url)
     finally:
@@ -73,7 +73,9 @@ def served_stack(settings: Settings, progress: list[str] | None = None) -> Itera
 
 
 @contextmanager
-def _ladder(settings: Settings) -> Iterator[str]:
+def ladder_serving(settings: Settings, **extra: str) -> Iterator[str]:
+    """`ladder serve` (vllm engine) on the settings' data dir and vLLM, and extra LADDER_
+    variables (as `LADDER_VLLM_URLS`); its URL once /ready answers 200."""
     data = settings.data_dir
     env = {
         **os.environ,
@@ -83,6 +85,7 @@ def _ladder(settings: Settings) -> Iterator[str]:
         "LADDER_ENGINE": "vllm",
         "LADDER_VLLM_URL": settings.vllm_url,
         "LADDER_ADMIN_TOKEN": ADMIN_TOKEN,
+        **extra,
     }
     if settings.base_model:
         env["LADDER_BASE_MODEL"] = settings.base_model
