@@ -6,13 +6,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 from adapters.registry import InvalidRef, RegistryError
 from service.api.deps import AdminDep, ExperimentsDep, StateDep
 from service.api.state import ServiceState
 from service.engines.base import LoadsAdapters
 from service.errors import InvalidChange, InvalidRequest, NotFound
+from service.experiments.export import MEDIA_TYPES, ExportFormat, since_seconds
+from service.experiments.identity import KEY_PREFIX, identify
 from service.experiments.protocol import (
+    AssignmentOut,
     AuditEntry,
     ExperimentOut,
     PromoteRequest,
@@ -20,6 +24,9 @@ from service.experiments.protocol import (
     WeightsChange,
 )
 from service.experiments.spec import ExperimentSpec
+from service.settings import DIGEST_PREFIX
+
+KEY_DIGEST = r"^(sha256:)?[0-9A-Fa-f]{64}$"
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -50,8 +57,52 @@ def get_experiment(name: str, actor: AdminDep, experiments: ExperimentsDep) -> E
 def change_weights(
     name: str, body: WeightsChange, actor: AdminDep, experiments: ExperimentsDep
 ) -> ExperimentOut:
-    """New weights; users already assigned keep their arm, new users follow the new split."""
-    return ExperimentOut.of(experiments.set_weights(name, body.weights, actor))
+    """New weights; users already assigned keep their arm unless `rebucket`, new users follow
+    the new split."""
+    changed = experiments.set_weights(name, body.weights, actor, rebucket=body.rebucket)
+    return ExperimentOut.of(changed)
+
+
+@router.get("/experiments/{name}/assignment")
+def experiment_assignment(
+    name: str,
+    actor: AdminDep,
+    experiments: ExperimentsDep,
+    user: Annotated[str | None, Query(max_length=256, description="The body's `user`.")] = None,
+    header: Annotated[str | None, Query(max_length=256, description="X-Ladder-User.")] = None,
+    key: Annotated[
+        str | None,
+        Query(
+            pattern=KEY_DIGEST,
+            description="The caller's API key digest (sha256:<hex>), a unit only with"
+            " LADDER_EXPERIMENT_KEY_UNIT.",
+        ),
+    ] = None,
+) -> AssignmentOut:
+    """The arm a unit has or would get and why, by the routing's identity order; a dry run
+    that records nothing."""
+    caller = f"{KEY_PREFIX}{key.removeprefix(DIGEST_PREFIX).lower()}" if key else None
+    identity = identify(user, header, caller, key_unit=experiments.key_unit)
+    stored, lookup = experiments.lookup(name, identity)
+    return AssignmentOut.of(stored, identity, lookup)
+
+
+@router.get("/experiments/{name}/exposures")
+def export_exposures(
+    name: str,
+    actor: AdminDep,
+    experiments: ExperimentsDep,
+    form: Annotated[ExportFormat, Query(alias="format")] = "csv",
+    since: Annotated[
+        str | None, Query(max_length=64, description="Unix seconds or an ISO 8601 time.")
+    ] = None,
+) -> StreamingResponse:
+    """Every exposure with its outcome and feedback score, streamed as CSV or JSON lines."""
+    chunks = experiments.export(name, form, since_seconds(since))
+    disposition = f'attachment; filename="{name}-exposures.{form}"'
+    return StreamingResponse(
+        chunks, media_type=MEDIA_TYPES[form], headers={"content-disposition": disposition}
+    )
 
 
 @router.post("/experiments/{name}/start")
@@ -64,6 +115,18 @@ def start_experiment(name: str, actor: AdminDep, experiments: ExperimentsDep) ->
 def pause_experiment(name: str, actor: AdminDep, experiments: ExperimentsDep) -> ExperimentOut:
     """Serves the control arm to everyone until resumed."""
     return ExperimentOut.of(experiments.set_status(name, "paused", actor))
+
+
+@router.post("/experiments/{name}/arms/{arm}/pause")
+def pause_arm(name: str, arm: str, actor: AdminDep, experiments: ExperimentsDep) -> ExperimentOut:
+    """Serves the arm's users the control until resumed; they keep their arm."""
+    return ExperimentOut.of(experiments.set_arm_paused(name, arm, True, actor))
+
+
+@router.post("/experiments/{name}/arms/{arm}/resume")
+def resume_arm(name: str, arm: str, actor: AdminDep, experiments: ExperimentsDep) -> ExperimentOut:
+    """Serves the arm to its users again; its guardrails judge it afresh from now."""
+    return ExperimentOut.of(experiments.set_arm_paused(name, arm, False, actor))
 
 
 @router.post("/experiments/{name}/promote")

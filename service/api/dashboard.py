@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from service.api.deps import ADMIN_COOKIE, AdminDep, ExperimentsDep, StateDep, client_address
 from service.api.guard import same_secret
 from service.api.sessions import new_session
-from service.experiments.dashboard import STYLE, render
+from service.experiments.dashboard import STYLE, collect, render
 
 router = APIRouter()
 # No script, no remote resource, no framing; forms post only back here.
@@ -62,7 +62,7 @@ async def login(request: Request, state: StateDep) -> RedirectResponse:
 
 
 @router.get("/dashboard", response_class=HTMLResponse)
-def dashboard(actor: AdminDep, experiments: ExperimentsDep) -> HTMLResponse:
+def dashboard(actor: AdminDep, experiments: ExperimentsDep, state: StateDep) -> HTMLResponse:
     """Server-rendered HTML with inline SVG; refreshes itself every 30 s."""
-    found = [experiments.results(stored.spec.name) for stored in experiments.experiments()]
-    return HTMLResponse(render(found), headers=PAGE_POLICY)
+    panels = collect(experiments, state.settings.dashboard_audit_entries)
+    return HTMLResponse(render(panels), headers=PAGE_POLICY)

@@ -89,7 +89,10 @@ class ExposureRow(Base):
     """
 
     __tablename__ = "exposures"
-    __table_args__ = (Index("ix_exposures_experiment_arm", "experiment_id", "arm"),)
+    __table_args__ = (
+        Index("ix_exposures_experiment_arm", "experiment_id", "arm"),
+        Index("ix_exposures_experiment_id", "experiment_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     response_id: Mapped[str] = mapped_column(String(128), index=True)

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from service.experiments.guardrails import Guardrail
+from service.experiments.identity import Identity, Lookup, Reason, Source
 from service.experiments.repository import StoredExperiment
 from service.experiments.spec import ArmSpec, Status
 
@@ -16,6 +18,11 @@ class WeightsChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     weights: dict[str, float] = Field(min_length=1)
+    rebucket: bool = Field(
+        False,
+        description="Re-assign every user, returning ones included, by the new weights when next"
+        " seen; by default users already assigned keep their arm.",
+    )
 
 
 class PromoteRequest(BaseModel):
@@ -43,10 +50,14 @@ class ExperimentOut(BaseModel):
     arms: list[ArmSpec]
     control: str
     winner: str | None
+    guardrails: list[Guardrail] = Field(default_factory=list)
     stickiness: str
     salt: str
     version: int = Field(description="Grows with every change; rollback restores a version.")
     weights_version: int = Field(description="Grows when weights change (new SRM window).")
+    rebucket_version: int = Field(
+        0, description="Weights version of the last re-bucket; older assignments are re-made."
+    )
     updated_at: float
 
     @classmethod
@@ -58,6 +69,42 @@ class ExperimentOut(BaseModel):
             version=stored.version,
             weights_version=stored.weights_version,
             updated_at=stored.updated_at,
+        )
+
+
+class AssignmentOut(BaseModel):
+    """A dry run of routing for one unit: the arm it has or would get, and why."""
+
+    experiment: str
+    unit: str | None = Field(description="The unit's key; None: the request is anonymous.")
+    source: Source | None = Field(
+        description="Where the key came from, by the identity order user > header > key."
+    )
+    arm: str | None = Field(description="The arm; None: anonymous requests get a random arm.")
+    configuration: str | None
+    stored: bool = Field(description="Whether the arm is the unit's stored assignment.")
+    reason: Reason
+    detail: str
+    status: Status
+    weights_version: int
+
+    @classmethod
+    def of(cls, stored: StoredExperiment, identity: Identity, lookup: Lookup) -> AssignmentOut:
+        """The wire form of a lookup."""
+        spec = stored.spec
+        return cls(
+            experiment=spec.name,
+            unit=identity.key,
+            source=identity.source,
+            arm=lookup.arm,
+            configuration=spec.arm(lookup.serves or lookup.arm).configuration
+            if lookup.arm
+            else None,
+            stored=lookup.stored,
+            reason=lookup.reason,
+            detail=lookup.detail,
+            status=spec.status,
+            weights_version=stored.weights_version,
         )
 
 

@@ -7,13 +7,13 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.errors import InvalidChange, NotFound
 from service.experiments import spec as specs
-from service.experiments.models import AuditRow, ExperimentRow, Meta, VersionRow
+from service.experiments.models import AssignmentRow, AuditRow, ExperimentRow, Meta, VersionRow
 from service.experiments.spec import ExperimentSpec
 from service.experiments.store import Database
 
@@ -169,29 +169,50 @@ def change(
     actor: str,
     served: Collection[str],
     restored_weights_version: int | None = None,
+    *,
+    rebucket: bool = False,
+    evidence: dict[str, Any] | None = None,
 ) -> StoredExperiment:
     """Applies a pure change to the stored state as a new version, or refuses it untouched.
 
-    A rollback hands in the weights version it restores, so its SRM window continues.
+    A rollback hands in the weights version it restores, so its SRM window continues; a
+    re-bucket starts a new weights version and makes every older assignment stale. `evidence`
+    (what made an automatic change) is kept in the audit entry's diff.
     """
     with database.write() as session:
         _begin_change(session)
         row = _row(session, name, lock=True)
         before = _stored(row).spec
         after = apply(before)
+        if rebucket:
+            after = after.model_copy(
+                update={"rebucket_version": _fresh_weights_version(session, row)}
+            )
         specs.check_configurations(after, served)
         _check_model_free(session, after, row.id)
         changes = specs.diff(before, after)
         if not changes:
             raise InvalidChange(f"the change leaves experiment {name!r} as it is")
+        if evidence is not None:
+            changes["evidence"] = evidence
         if restored_weights_version is not None and specs.weights_changed(before, after):
             row.weights_version = restored_weights_version
+        elif rebucket:
+            row.weights_version = after.rebucket_version
         elif specs.weights_changed(before, after):
             row.weights_version += 1
         row.version += 1
         _write_spec(row, after)
         _record(session, row, action, actor, changes)
         return _stored(row)
+
+
+def _fresh_weights_version(session: Session, row: ExperimentRow) -> int:
+    """A weights version above every assignment's: a rollback reuses older numbers."""
+    query = select(func.max(AssignmentRow.weights_version)).where(
+        AssignmentRow.experiment_id == row.id
+    )
+    return max(row.weights_version, session.scalars(query).one() or 0) + 1
 
 
 def snapshot(database: Database, name: str, version: int) -> tuple[ExperimentSpec, int]:

@@ -1,46 +1,33 @@
-"""Per-arm measurements and the comparison of every arm against the control."""
+"""Per-arm measurements and the always-valid comparison of every arm against the control.
+
+Units are users (see `metrics`). Each metric of each arm is compared with the control's by the
+mSPRT (`sequential`), so the results may be read at any time; p-values are Holm-adjusted across
+the arms per metric, and intervals are at 1 - alpha / (arms compared), valid for all arms at
+once. The verdict rests on the primary metric (positive-feedback share) with no guardrail
+(error rate, mean latency) significantly worse; cost and tokens are compared and shown.
+"""
 
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
 
-from service.experiments import stats
-from service.experiments.models import AssignmentRow, ExposureRow, FeedbackRow
+from service.experiments import metrics, planning, sequential, stats
+from service.experiments.metrics import METRICS, PRIMARY, ArmOutcomes, Metric, UserTotals
+from service.experiments.models import AssignmentRow, AuditRow, ExposureRow, FeedbackRow
 from service.experiments.repository import StoredExperiment
+from service.experiments.spec import ExperimentSpec
 from service.experiments.store import Database
 
 ALPHA = 0.05
 SRM_ALPHA = 0.001
 SRM_MIN_UNITS = 100
 CHART_BUCKETS = 24
-
-
-@dataclass
-class ArmRows:
-    """The raw outcomes of one arm's responses served while the experiment was running."""
-
-    latencies: list[float] = field(default_factory=list)
-    ttfts: list[float] = field(default_factory=list)
-    requests: int = 0
-    errors: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    scores: list[float] = field(default_factory=list)
-
-
-def percentile(values: Sequence[float], share: float) -> float | None:
-    """Nearest-rank percentile; None without values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
 def stored_score(score: float) -> float:
@@ -50,133 +37,170 @@ def stored_score(score: float) -> float:
 
 def is_positive(score: float) -> bool:
     """A stored score counts as positive feedback from 0.5 up."""
-    return score >= 0.5
+    return score >= metrics.POSITIVE_FROM
 
 
-def _arm_rows(database: Database, experiment_id: int) -> dict[str, ArmRows]:
-    rows: dict[str, ArmRows] = defaultdict(ArmRows)
-    query = (
-        select(
-            ExposureRow.arm,
-            ExposureRow.status,
-            ExposureRow.latency_ms,
-            ExposureRow.ttft_ms,
-            ExposureRow.prompt_tokens,
-            ExposureRow.completion_tokens,
-            ExposureRow.cost_usd,
-            FeedbackRow.score,
-        )
-        .outerjoin(FeedbackRow, FeedbackRow.exposure_id == ExposureRow.id)
-        .where(ExposureRow.experiment_id == experiment_id, ExposureRow.phase == "running")
-    )
-    with database.read() as session:
-        for arm, status, latency, ttft, prompt, completion, cost, score in session.execute(query):
-            measured = rows[arm]
-            measured.requests += 1
-            if status is not None and status != 200:
-                measured.errors += 1
-            if status == 200 and latency is not None:
-                measured.latencies.append(latency)
-            if status == 200 and ttft is not None:
-                measured.ttfts.append(ttft)
-            measured.prompt_tokens += prompt or 0
-            measured.completion_tokens += completion or 0
-            measured.cost_usd += cost or 0.0
-            if score is not None:
-                measured.scores.append(score)
-    return rows
-
-
-def _split_units(database: Database, stored: StoredExperiment) -> Counter[str]:
-    """Units assigned under the current weights: users, plus anonymous requests."""
-    units: Counter[str] = Counter()
-    with database.read() as session:
-        users = session.execute(
-            select(AssignmentRow.arm, func.count())
-            .where(
-                AssignmentRow.experiment_id == stored.id,
-                AssignmentRow.weights_version == stored.weights_version,
-            )
-            .group_by(AssignmentRow.arm)
-        )
-        anonymous = session.execute(
-            select(ExposureRow.arm, func.count())
-            .where(
-                ExposureRow.experiment_id == stored.id,
-                ExposureRow.weights_version == stored.weights_version,
-                ExposureRow.phase == "running",
-                ExposureRow.user_key.is_(None),
-            )
-            .group_by(ExposureRow.arm)
-        )
-        for arm, count in [*users, *anonymous]:
-            units[arm] += count
-    return units
-
-
-def _summary(name: str, configuration: str, weight: float, rows: ArmRows) -> dict[str, Any]:
-    positive = sum(1 for score in rows.scores if is_positive(score))
+def _summary(
+    spec: ExperimentSpec, name: str, outcomes: ArmOutcomes, served: Mapping[str, float]
+) -> dict[str, Any]:
+    arm, users = spec.arm(name), outcomes.users
+    requests = sum(user.requests for user in users)
+    cost = sum(user.cost_usd for user in users)
+    feedback = sum(user.feedback for user in users)
+    by_metric = {metric.name: metrics.value(metric, users) for metric in METRICS}
     return {
         "arm": name,
-        "configuration": configuration,
-        "weight": weight,
-        "requests": rows.requests,
-        "errors": rows.errors,
-        "error_rate": rows.errors / rows.requests if rows.requests else None,
-        "latency_ms_p50": percentile(rows.latencies, 0.5),
-        "latency_ms_p95": percentile(rows.latencies, 0.95),
-        "ttft_ms_p50": percentile(rows.ttfts, 0.5),
-        "ttft_ms_p95": percentile(rows.ttfts, 0.95),
-        "prompt_tokens": rows.prompt_tokens,
-        "completion_tokens": rows.completion_tokens,
-        "cost_usd": round(rows.cost_usd, 8),
-        "cost_per_request_usd": rows.cost_usd / rows.requests if rows.requests else None,
-        "feedback": len(rows.scores),
-        "positive_feedback": positive,
-        "feedback_rate": positive / len(rows.scores) if rows.scores else None,
-        "mean_score": sum(rows.scores) / len(rows.scores) if rows.scores else None,
+        "configuration": arm.configuration,
+        "weight": arm.weight,
+        "weight_share": arm.weight / sum(a.weight for a in spec.arms),
+        "served_share": served.get(name),
+        "users": len(users),
+        "scored_users": sum(1 for user in users if user.feedback),
+        "requests": requests,
+        "errors": sum(user.errors for user in users),
+        "error_rate": by_metric["error_rate"],
+        "latency_ms_mean": by_metric["latency_ms"],
+        "latency_ms_p50": metrics.percentile(outcomes.latencies, 0.5),
+        "latency_ms_p95": metrics.percentile(outcomes.latencies, 0.95),
+        "ttft_ms_p50": metrics.percentile(outcomes.ttfts, 0.5),
+        "ttft_ms_p95": metrics.percentile(outcomes.ttfts, 0.95),
+        "prompt_tokens": sum(user.prompt_tokens for user in users),
+        "completion_tokens": sum(user.completion_tokens for user in users),
+        "tokens_per_request": by_metric["tokens_per_request"],
+        "cost_usd": round(cost, 8),
+        "cost_per_request_usd": by_metric["cost_per_request_usd"],
+        "feedback": feedback,
+        "positive_feedback": sum(user.positive for user in users),
+        "feedback_rate": by_metric[PRIMARY],
+        "mean_score": sum(user.score for user in users) / feedback if feedback else None,
     }
 
 
-def compare(arm: ArmRows, control: ArmRows, min_samples: int) -> dict[str, Any]:
-    """An arm against the control: feedback rate and latency differences, and a verdict."""
-    successes = sum(1 for s in arm.scores if is_positive(s))
-    control_successes = sum(1 for s in control.scores if is_positive(s))
-    feedback = latency = None
-    if arm.scores and control.scores:
-        feedback = stats.two_proportions(
-            successes, len(arm.scores), control_successes, len(control.scores)
-        )
-    if len(arm.latencies) >= 2 and len(control.latencies) >= 2:
-        latency = stats.welch(arm.latencies, control.latencies)
-    enough = min(len(arm.scores), len(control.scores)) >= min_samples
-    if not enough or feedback is None:
-        verdict = "not enough data"
-    elif feedback.p_value >= ALPHA:
-        verdict = "no significant difference"
-    else:
-        verdict = "better" if feedback.difference > 0 else "worse"
+def mixing_variance(
+    metric: Metric, control: float, pooled: float, plan: planning.ExperimentPlan | None
+) -> float:
+    """tau2 of a metric: the plan's MDE for the primary metric; otherwise the plan's relative
+    MDE (or 10 %) of the control's value, of both arms' when the control's is 0."""
+    if plan is not None and metric.name == PRIMARY:
+        return plan.mde**2
+    relative = plan.mde / plan.baseline if plan else sequential.DEFAULT_RELATIVE_EFFECT
+    return sequential.mixing_variance(control or pooled, relative)
+
+
+def _compare_metric(
+    metric: Metric,
+    arm: Sequence[UserTotals],
+    control: Sequence[UserTotals],
+    plan: planning.ExperimentPlan | None,
+    alpha: float,
+) -> dict[str, Any] | None:
+    """One metric of an arm against the control's; None while either has too few users."""
+    found, baseline = metrics.estimate(metric, arm), metrics.estimate(metric, control)
+    if any(math.isnan(x.variance) for x in (found, baseline)):
+        return None
+    difference, variance = sequential.difference(found, baseline)
+    pooled = metrics.value(metric, [*arm, *control]) or 0.0
+    tau2 = mixing_variance(metric, baseline.value, pooled, plan)
+    tested = sequential.msprt(difference, variance, tau2, alpha)
     return {
-        "feedback_rate": asdict(feedback) if feedback else None,
-        "latency_ms": asdict(latency) if latency else None,
-        "enough_samples": enough,
-        "verdict": verdict,
+        "difference": tested.difference,
+        "low": tested.low,
+        "high": tested.high,
+        "p_value": tested.p_value,
+        "tau2": tau2,
+        "direction": metric.direction,
+        "guardrail": metric.guardrail,
     }
 
 
-def _winner(comparisons: dict[str, dict[str, Any]], control: str, srm: bool) -> str | None:
+def _worse(found: Mapping[str, Any], metric: Metric) -> bool:
+    if not found["significant"] or metric.direction == "neutral":
+        return False
+    return (found["difference"] > 0) == (metric.direction == "lower_is_better")
+
+
+def _guardrails_worse(comparison: Mapping[str, Any]) -> list[str]:
+    """The guardrail metrics on which an arm is significantly worse than the control."""
+    return [
+        metric.name
+        for metric in METRICS
+        if metric.guardrail
+        and comparison[metric.name] is not None
+        and comparison[metric.name]["worse"]
+    ]
+
+
+def _verdict(comparison: Mapping[str, Any], enough: bool) -> str:
+    primary = comparison[PRIMARY]
+    if not enough or primary is None:
+        return "not enough data"
+    if primary["significant"] and primary["difference"] < 0:
+        return "worse"
+    if comparison["worse_guardrails"]:
+        return "guardrail worse"
+    if primary["significant"]:
+        return "better"
+    return "no significant difference"
+
+
+def compare_arms(
+    spec: ExperimentSpec, outcomes: Mapping[str, ArmOutcomes], min_samples: int
+) -> dict[str, dict[str, Any]]:
+    """Every non-control arm against the control on every metric, Holm-adjusted per metric."""
+    control = outcomes.get(spec.control, ArmOutcomes()).users
+    names = [arm.name for arm in spec.arms if arm.name != spec.control]
+    alpha = ALPHA / max(1, len(names))
+    compared: dict[str, dict[str, Any]] = {name: {} for name in names}
+    for metric in METRICS:
+        found = {
+            name: _compare_metric(
+                metric, outcomes.get(name, ArmOutcomes()).users, control, spec.plan, alpha
+            )
+            for name in names
+        }
+        tested = {name: item for name, item in found.items() if item is not None}
+        adjusted = sequential.holm([item["p_value"] for item in tested.values()])
+        for item, p_adjusted in zip(tested.values(), adjusted, strict=True):
+            item |= {"p_adjusted": p_adjusted, "significant": p_adjusted < ALPHA}
+            item["worse"] = _worse(item, metric)
+        for name in names:
+            compared[name][metric.name] = found[name]
+    scored = sum(1 for user in control if user.feedback)
+    for name, comparison in compared.items():
+        arm_scored = sum(1 for user in outcomes.get(name, ArmOutcomes()).users if user.feedback)
+        comparison["worse_guardrails"] = _guardrails_worse(comparison)
+        comparison["enough_samples"] = min(scored, arm_scored) >= min_samples
+        comparison["verdict"] = _verdict(comparison, comparison["enough_samples"])
+    return compared
+
+
+def _winner(comparisons: Mapping[str, Mapping[str, Any]], control: str, srm: bool) -> str | None:
     if srm or not comparisons:
         return None
     better = [
-        (found["feedback_rate"]["difference"], arm)
+        (found[PRIMARY]["difference"], arm)
         for arm, found in comparisons.items()
         if found["verdict"] == "better"
     ]
     if better:
         return max(better)[1]
-    if all(found["verdict"] == "worse" for found in comparisons.values()):
+    if all(found["verdict"] in ("worse", "guardrail worse") for found in comparisons.values()):
         return control
     return None
+
+
+def _split_users(database: Database, stored: StoredExperiment) -> Counter[str]:
+    """Users assigned under the current weights per arm (anonymous requests are no units)."""
+    query = (
+        select(AssignmentRow.arm, func.count())
+        .where(
+            AssignmentRow.experiment_id == stored.id,
+            AssignmentRow.weights_version == stored.weights_version,
+        )
+        .group_by(AssignmentRow.arm)
+    )
+    with database.read() as session:
+        return Counter({arm: int(count) for arm, count in session.execute(query)})
 
 
 def _srm(stored: StoredExperiment, units: Counter[str]) -> dict[str, Any]:
@@ -201,38 +225,80 @@ def _srm(stored: StoredExperiment, units: Counter[str]) -> dict[str, Any]:
     }
 
 
+def running_period(database: Database, name: str) -> tuple[float | None, float | None]:
+    """When the experiment first started running, and when it was concluded (if it was)."""
+    query = select(AuditRow.at, AuditRow.diff).where(AuditRow.experiment == name)
+    started = concluded = None
+    with database.read() as session:
+        for at, changes in session.execute(query.order_by(AuditRow.id)):
+            status = (changes or {}).get("status")
+            if not isinstance(status, list) or len(status) != 2:
+                continue
+            if status[1] == "running" and started is None:
+                started = at
+            if status[1] == "concluded":
+                concluded = at
+            elif status[1] is not None:
+                concluded = None
+    return started, concluded
+
+
+def _plan(spec: ExperimentSpec, outcomes: Mapping[str, ArmOutcomes]) -> dict[str, Any] | None:
+    if spec.plan is None:
+        return None
+    weighted = [arm.name for arm in spec.arms if arm.weight > 0] or [spec.control]
+    sized = planning.of(spec.plan, max(2, len(weighted)), ALPHA)
+    scored = [
+        sum(1 for user in outcomes.get(name, ArmOutcomes()).users if user.feedback)
+        for name in weighted
+    ]
+    return spec.plan.model_dump() | {
+        "users_per_arm": sized.users_per_arm,
+        "days": sized.days,
+        "fixed_users_per_arm": sized.fixed_users_per_arm,
+        "alpha_per_comparison": sized.alpha_per_comparison,
+        "scored_users_min": min(scored),
+        "progress": min(scored) / sized.users_per_arm,
+    }
+
+
 def results(database: Database, stored: StoredExperiment, min_samples: int) -> dict[str, Any]:
     """The JSON the results endpoint and the dashboard show."""
     spec = stored.spec
-    rows = _arm_rows(database, stored.id)
-    arms = [_summary(a.name, a.configuration, a.weight, rows[a.name]) for a in spec.arms]
-    comparisons = {
-        arm.name: compare(rows[arm.name], rows[spec.control], min_samples)
-        for arm in spec.arms
-        if arm.name != spec.control
-    }
-    srm = _srm(stored, _split_units(database, stored))
+    outcomes = metrics.arm_outcomes(database, stored.id)
+    units = _split_users(database, stored)
+    served = {arm: count / sum(units.values()) for arm, count in units.items()}
+    comparisons = compare_arms(spec, outcomes, min_samples)
+    srm = _srm(stored, units)
+    anonymous = metrics.anonymous_requests(database, stored.id)
+    started, concluded = running_period(database, spec.name)
     return {
         "experiment": spec.name,
         "model": spec.model,
         "status": spec.status,
         "control": spec.control,
         "version": stored.version,
+        "started_at": started,
+        "duration_s": None if started is None else (concluded or time.time()) - started,
         "min_samples": min_samples,
-        "arms": arms,
+        "method": {"test": "mSPRT (always valid)", "alpha": ALPHA, "adjustment": "holm"},
+        "arms": [_summary(spec, arm.name, outcomes[arm.name], served) for arm in spec.arms],
+        "anonymous": {"requests": sum(anonymous.values()), "by_arm": anonymous},
         "comparisons": comparisons,
         "sample_ratio": srm,
         "winner": _winner(comparisons, spec.control, srm["mismatch"]),
+        "plan": _plan(spec, outcomes),
         "timeline": timeline(database, stored.id),
     }
 
 
 def timeline(database: Database, experiment_id: int) -> dict[str, Any]:
-    """Requests and positive-feedback share per arm in up to 24 equal time buckets."""
+    """Requests and positive-feedback share per arm in up to 24 equal time buckets, counted
+    like the results: while running, so a paused arm's line stops (the control serves it)."""
     query = (
         select(ExposureRow.arm, ExposureRow.created_at, FeedbackRow.score)
         .outerjoin(FeedbackRow, FeedbackRow.exposure_id == ExposureRow.id)
-        .where(ExposureRow.experiment_id == experiment_id)
+        .where(ExposureRow.experiment_id == experiment_id, ExposureRow.phase == "running")
     )
     with database.read() as session:
         points = list(session.execute(query))

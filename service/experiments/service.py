@@ -5,66 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from evaluation.pricing import call_cost, hosted_prices
 from service.errors import StateUnavailable
-from service.experiments import repository, results, traffic
+from service.experiments import export, guardrail_monitor, repository, results, traffic
 from service.experiments import spec as specs
-from service.experiments.assignment import arm_for_bucket, bucket, bucket_bounds
+from service.experiments.export import ExportFormat
+from service.experiments.guardrail_monitor import GuardrailMonitor
+from service.experiments.identity import Identity, Lookup, identify
+from service.experiments.live import Decision, LiveExperiment
+from service.experiments.live import Route as Route
 from service.experiments.protocol import FeedbackOut
 from service.experiments.repository import StoredExperiment
 from service.experiments.spec import ExperimentSpec, Status
 from service.experiments.store import Database, migrate, open_database
-from service.experiments.traffic import ArmOutcome, Exposure
+from service.experiments.traffic import ARM_PAUSED, ArmOutcome, Exposure
 from service.routing.live import LiveConfigs
 from service.settings import Settings
 
 log = logging.getLogger("ladder.experiments")
 Prices = Mapping[str, tuple[float, float]]
-
-
-@dataclass(frozen=True)
-class LiveExperiment:
-    """An experiment as routing sees it, with its bucket ranges computed once."""
-
-    stored: StoredExperiment
-    bounds: tuple[int, ...]
-    fixed_arm: str | None
-
-    @classmethod
-    def of(cls, stored: StoredExperiment) -> LiveExperiment:
-        """Precomputes routing: paused and draft serve the control, concluded the winner."""
-        spec = stored.spec
-        fixed = {"running": None, "concluded": spec.winner or spec.control}.get(
-            spec.status, spec.control
-        )
-        return cls(stored, bucket_bounds([arm.weight for arm in spec.arms]), fixed)
-
-    def arm_by_bucket(self, key: str) -> str:
-        """The arm a key's bucket falls in under the current weights."""
-        spec = self.stored.spec
-        return spec.arms[arm_for_bucket(self.bounds, bucket(spec.salt, key))].name
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where a request goes: an arm's configuration, and the experiment it is counted in."""
-
-    configuration: str
-    experiment: str
-    arm: str
-
-
-@dataclass(frozen=True)
-class _Decision:
-    live: LiveExperiment
-    arm: str | None
-    key: str | None
 
 
 class ExperimentService:
@@ -79,6 +45,12 @@ class ExperimentService:
         min_samples: int = 100,
         refresh_s: float = 1.0,
         cache_size: int = 200_000,
+        key_unit: bool = False,
+        export_rows: int = 1000,
+        guardrail_every: int = 20,
+        guardrail_interval_s: float = 1.0,
+        guardrail_alpha: float = 0.05,
+        guardrail_min_users: int = 20,
     ) -> None:
         self.database = database
         self._served = served
@@ -86,12 +58,23 @@ class ExperimentService:
         self.min_samples = min_samples
         self._refresh_s = refresh_s
         self._cache_size = cache_size
+        self.key_unit = key_unit
+        self._export_rows = export_rows
         self._version = -1
         self._by_model: dict[str, LiveExperiment] = {}
         self._by_name: dict[str, LiveExperiment] = {}
-        self._sticky: dict[tuple[int, str], str] = {}
+        # Keyed by the re-bucket too: an arm cached before a re-bucket is never served after it.
+        self._sticky: dict[tuple[int, int, str], str] = {}
         self._poller: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Future[None]] = set()
+        self.guardrails = GuardrailMonitor(
+            database,
+            self._pause_for_guardrail,
+            every=guardrail_every,
+            interval_s=guardrail_interval_s,
+            alpha=guardrail_alpha,
+            min_users=guardrail_min_users,
+        )
 
     def refresh(self, *, force: bool = False) -> bool:
         """Reloads the experiments when another change was stored; True when it did."""
@@ -128,18 +111,25 @@ class ExperimentService:
         self.database.dispose()
 
     def decide(
-        self, model: str, user: str | None, header: str | None, request_id: str
-    ) -> _Decision | None:
+        self,
+        model: str,
+        user: str | None,
+        header: str | None,
+        request_id: str,
+        owner: str | None = None,
+    ) -> Decision | None:
         """The in-memory part of routing: the hot path for a user seen before."""
         live = self._by_model.get(model)
         if live is None:
             return None
+        key = identify(user, header, owner, key_unit=self.key_unit).key
         if live.fixed_arm is not None:
-            return _Decision(live, live.fixed_arm, None)
-        key = (user if live.stored.spec.stickiness == "user" else header) or None
+            return Decision(live, live.fixed_arm, key)
+        spec = live.stored.spec
         if key is None:
-            return _Decision(live, live.arm_by_bucket(request_id), None)
-        return _Decision(live, self._sticky.get((live.stored.id, key)), key)
+            random = spec.stickiness == "random"
+            return Decision(live, live.arm_by_bucket(request_id) if random else spec.control, None)
+        return Decision(live, self._sticky.get((live.stored.id, spec.rebucket_version, key)), key)
 
     async def route(
         self,
@@ -158,7 +148,7 @@ class ExperimentService:
         When the database fails the request is served, uncounted, by the arm already known for
         its user, else by the control.
         """
-        decision = self.decide(model, user, header, request_id)
+        decision = self.decide(model, user, header, request_id, owner)
         if decision is None:
             return None
         spec = decision.live.stored.spec
@@ -168,20 +158,22 @@ class ExperimentService:
         except (SQLAlchemyError, StateUnavailable) as error:
             arm = decision.arm or spec.control
             log.error("experiment %s not recorded, serving arm %s: %s", spec.name, arm, error)
+        arm = decision.live.served_arm(arm)
         return Route(spec.arm(arm).configuration, spec.name, arm)
 
     def _persist(
-        self, decision: _Decision, request_id: str, owner: str | None, correlation_id: str | None
+        self, decision: Decision, request_id: str, owner: str | None, correlation_id: str | None
     ) -> str:
-        stored, key = decision.live.stored, decision.key
-        arm = decision.arm or decision.live.arm_by_bucket(key or request_id)
+        live, key = decision.live, decision.key
+        stored = live.stored
+        arm = decision.arm or live.arm_by_bucket(key or request_id)
         exposure = Exposure(
             request_id,
             stored.id,
             arm,
-            stored.spec.arm(arm).configuration,
+            live.serves[arm],
             key,
-            stored.spec.status,
+            stored.spec.status if live.served_arm(arm) == arm else ARM_PAUSED,
             stored.weights_version,
             owner,
             correlation_id,
@@ -189,11 +181,14 @@ class ExperimentService:
         if key is None or decision.arm is not None:
             traffic.expose(self.database, exposure)
             return arm
-        configurations = {a.name: a.configuration for a in stored.spec.arms}
-        arm = traffic.assign_and_expose(self.database, exposure, configurations)
+        rebucket_version = stored.spec.rebucket_version
+        paused = [a.name for a in stored.spec.arms if live.served_arm(a.name) != a.name]
+        arm = traffic.assign_and_expose(
+            self.database, exposure, live.serves, rebucket_version, paused=paused
+        )
         if len(self._sticky) >= self._cache_size:
             self._sticky.clear()
-        self._sticky[(stored.id, key)] = arm
+        self._sticky[(stored.id, rebucket_version, key)] = arm
         return arm
 
     def cost(self, configuration: str, adapter: str | None, prompt: int, completion: int) -> float:
@@ -206,15 +201,24 @@ class ExperimentService:
         live = self._by_name.get(experiment)
         if live is None:
             return
-        write = (self.database, response_id, live.stored.id, outcome)
+        write = (experiment, response_id, live.stored.id, outcome)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            traffic.record_outcome(*write)
+            self._store_outcome(*write)
             return
-        future = loop.run_in_executor(None, traffic.record_outcome, *write)
+        future = loop.run_in_executor(None, self._store_outcome, *write)
         self._writes.add(future)
         future.add_done_callback(self._written)
+
+    def _store_outcome(
+        self, experiment: str, response_id: str, experiment_id: int, outcome: ArmOutcome
+    ) -> None:
+        """Stores an outcome, then lets the guardrail monitor count it (and maybe check)."""
+        traffic.record_outcome(self.database, response_id, experiment_id, outcome)
+        live = self._by_name.get(experiment)
+        if live is not None:
+            self.guardrails.stored(live.stored)
 
     def _written(self, future: asyncio.Future[None]) -> None:
         self._writes.discard(future)
@@ -242,6 +246,12 @@ class ExperimentService:
         """One experiment, freshly read; NotFound when there is none."""
         return repository.find(self.database, name)
 
+    def export(self, name: str, form: ExportFormat, since: float | None) -> Iterator[str]:
+        """Every exposure of the experiment as text, page by page; NotFound before any."""
+        stored = self.find(name)
+        found = export.pages(self.database, stored.id, since, self._export_rows)
+        return export.encoded(found, form)
+
     def _changed(self, stored: StoredExperiment) -> StoredExperiment:
         self.refresh(force=True)
         log.info("experiment %s is now version %d", stored.spec.name, stored.version)
@@ -258,19 +268,54 @@ class ExperimentService:
         apply: repository.Change,
         actor: str,
         weights_version: int | None = None,
+        *,
+        rebucket: bool = False,
+        evidence: dict[str, Any] | None = None,
     ) -> StoredExperiment:
+        served = self._served()
         stored = repository.change(
-            self.database, name, action, apply, actor, self._served(), weights_version
+            self.database,
+            name,
+            action,
+            apply,
+            actor,
+            served,
+            weights_version,
+            rebucket=rebucket,
+            evidence=evidence,
         )
         return self._changed(stored)
 
-    def set_weights(self, name: str, weights: Mapping[str, float], actor: str) -> StoredExperiment:
-        """New weights; users already assigned keep their arm."""
-        return self._change(name, "weights", lambda s: specs.with_weights(s, weights), actor)
+    def set_weights(
+        self, name: str, weights: Mapping[str, float], actor: str, *, rebucket: bool = False
+    ) -> StoredExperiment:
+        """New weights; users already assigned keep their arm, unless `rebucket` re-assigns
+        every user by the new weights when next seen."""
+        action = "weights+rebucket" if rebucket else "weights"
+        return self._change(
+            name, action, lambda s: specs.with_weights(s, weights), actor, rebucket=rebucket
+        )
+
+    def lookup(self, name: str, identity: Identity) -> tuple[StoredExperiment, Lookup]:
+        """The arm a unit has or would get, and why; reads only, records nothing."""
+        live, key = LiveExperiment.of(self.find(name)), identity.key
+        assigned = traffic.assignment_of(self.database, live.stored.id, key) if key else None
+        return live.stored, live.explain(identity, assigned)
 
     def set_status(self, name: str, status: Status, actor: str) -> StoredExperiment:
         """Starts, pauses or resumes an experiment."""
         return self._change(name, status, lambda s: specs.with_status(s, status), actor)
+
+    def set_arm_paused(
+        self, name: str, arm: str, paused: bool, actor: str, evidence: Any = None
+    ) -> StoredExperiment:
+        """Pauses one arm (its users get the control) or resumes it (they get it back)."""
+        action = f"{'pause' if paused else 'resume'} arm {arm}"
+        change = partial(specs.with_arm_paused, arm=arm, paused=paused, at=time.time())
+        return self._change(name, action, change, actor, evidence=evidence)
+
+    def _pause_for_guardrail(self, name: str, arm: str, evidence: list[dict[str, Any]]) -> None:
+        self.set_arm_paused(name, arm, True, guardrail_monitor.ACTOR, {"breaches": evidence})
 
     def promote(self, name: str, arm: str, actor: str) -> StoredExperiment:
         """Sends all traffic to one arm and concludes."""
@@ -300,8 +345,12 @@ class ExperimentService:
         return repository.audit(self.database, experiment, actor, limit)
 
     def results(self, name: str) -> dict[str, Any]:
-        """Per-arm measurements and comparisons against the control."""
-        return results.results(self.database, self.find(name), self.min_samples)
+        """Per-arm measurements, comparisons against the control, and the guardrails."""
+        stored = self.find(name)
+        found = results.results(self.database, stored, self.min_samples)
+        monitor = self.guardrails
+        judged = guardrail_monitor.report(self.database, stored, monitor.alpha, monitor.min_users)
+        return guardrail_monitor.annotated(found, stored, judged)
 
 
 def open_experiments(settings: Settings, live: LiveConfigs) -> ExperimentService:
@@ -314,4 +363,10 @@ def open_experiments(settings: Settings, live: LiveConfigs) -> ExperimentService
         settings.prices if settings.prices is not None else hosted_prices(),
         min_samples=settings.experiment_min_samples,
         refresh_s=settings.experiment_refresh_s,
+        key_unit=settings.experiment_key_unit,
+        export_rows=settings.experiment_export_rows,
+        guardrail_every=settings.guardrail_check_every,
+        guardrail_interval_s=settings.guardrail_check_interval_s,
+        guardrail_alpha=settings.guardrail_alpha,
+        guardrail_min_users=settings.guardrail_min_users,
     )

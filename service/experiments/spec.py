@@ -6,9 +6,18 @@ import secrets
 from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from service.errors import InvalidChange, first_problem
+from service.experiments.guardrails import Guardrail, check_unique
+from service.experiments.planning import ExperimentPlan
 
 Status = Literal["draft", "running", "paused", "concluded"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -22,6 +31,15 @@ class ArmSpec(BaseModel):
     name: str = Field(pattern=NAME_PATTERN, description="The arm's name, unique in its experiment.")
     configuration: str = Field(min_length=1, description="The configuration this arm serves.")
     weight: float = Field(ge=0, le=1_000_000, description="Relative share of new users.")
+    paused: bool = Field(
+        False,
+        description="A paused arm serves nobody: its users get the control and keep their arm"
+        " for a resume; what it served while paused is not counted for it.",
+    )
+    paused_at: float | None = Field(None, description="When the arm was last paused.")
+    resumed_at: float | None = Field(
+        None, description="When the arm was last resumed; guardrails judge what it served since."
+    )
 
 
 class ExperimentSpec(BaseModel):
@@ -33,12 +51,36 @@ class ExperimentSpec(BaseModel):
     model: str = Field(min_length=1, max_length=128, description="The public model it captures.")
     arms: tuple[ArmSpec, ...] = Field(min_length=2, max_length=20)
     control: str = Field("", description="The control arm; the first arm when left empty.")
-    stickiness: Literal["user", "header"] = Field(
-        "user", description="Sticky key: the body's `user` field, or the X-Ladder-User header."
+    stickiness: Literal["control", "random"] = Field(
+        "control",
+        description="What anonymous requests (no `user`, no X-Ladder-User, no key as unit) are"
+        " served: `control` (counted apart, never assigned) or `random` (an arm per request)."
+        " The legacy values `user` and `header` are accepted and mean `control`: every"
+        " experiment identifies users by `user`, then the header, then (optionally) the key.",
     )
     salt: str = Field("", max_length=64, description="Hash salt; a random one when left empty.")
     status: Status = "draft"
     winner: str | None = Field(None, description="The promoted arm of a concluded experiment.")
+    guardrails: tuple[Guardrail, ...] = Field(
+        (),
+        max_length=20,
+        description="Limits every arm must keep against the control; a significant breach"
+        " pauses the arm (see service/experiments/guardrails.py).",
+    )
+    plan: ExperimentPlan | None = Field(
+        None, description="Baseline, MDE and traffic it was planned for; results show progress."
+    )
+    rebucket_version: int = Field(
+        0,
+        ge=0,
+        description="Weights version of the last re-bucket: assignments made under an older one"
+        " are re-made by the current weights when their user is next seen.",
+    )
+
+    @field_validator("stickiness", mode="before")
+    @classmethod
+    def _legacy_stickiness(cls, value: object) -> object:
+        return "control" if value in ("user", "header") else value
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
@@ -51,6 +93,7 @@ class ExperimentSpec(BaseModel):
             raise ValueError(f"control {self.control!r} is not an arm")
         if self.winner is not None and self.winner not in names:
             raise ValueError(f"winner {self.winner!r} is not an arm")
+        check_unique(self.guardrails)
         return self
 
     def filled(self) -> ExperimentSpec:
@@ -123,6 +166,23 @@ def promoted(spec: ExperimentSpec, arm: str) -> ExperimentSpec:
     return validated(spec.model_dump() | {"arms": arms, "status": "concluded", "winner": arm})
 
 
+def with_arm_paused(spec: ExperimentSpec, arm: str, paused: bool, at: float) -> ExperimentSpec:
+    """Pauses or resumes one arm (not the control); its users keep their assignment."""
+    found = spec.arm(arm)
+    if spec.status == "concluded":
+        raise InvalidChange(f"experiment {spec.name!r} is concluded; roll back to change it")
+    if paused and arm == (spec.control or spec.arms[0].name):
+        raise InvalidChange(
+            f"arm {arm!r} is the control; pause the experiment instead", param="arm"
+        )
+    if found.paused == paused:
+        state = "paused" if paused else "not paused"
+        raise InvalidChange(f"arm {arm!r} is already {state}", param="arm")
+    stamp = {"paused": paused, "paused_at" if paused else "resumed_at": at}
+    arms = [a.model_copy(update=stamp) if a.name == arm else a for a in spec.arms]
+    return spec.model_copy(update={"arms": tuple(arms)})
+
+
 def diff(before: ExperimentSpec | None, after: ExperimentSpec) -> dict[str, Any]:
     """The fields a change altered, as {field: [before, after]}; arms by name."""
     old = before.model_dump() if before else {}
@@ -136,7 +196,7 @@ def diff(before: ExperimentSpec | None, after: ExperimentSpec) -> dict[str, Any]
     old_arms = {arm["name"]: arm for arm in old.get("arms", [])}
     for arm in new["arms"]:
         previous = old_arms.get(arm["name"], {})
-        for field in ("configuration", "weight"):
+        for field in ("configuration", "weight", "paused"):
             if previous.get(field) != arm[field]:
                 changes[f"arms.{arm['name']}.{field}"] = [previous.get(field), arm[field]]
     return changes

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +11,12 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.errors import PermissionDenied, UnknownResponse
+from service.experiments.identity import Assigned
 from service.experiments.models import AssignmentRow, ExposureRow, FeedbackRow
 from service.experiments.store import Database
+
+ARM_PAUSED = "arm-paused"
+"""The phase of a response whose user's arm was paused (the control served it): no arm's."""
 
 
 @dataclass(frozen=True)
@@ -57,17 +61,33 @@ class ArmOutcome:
         return cls(status, (now - started) * 1000, ttft_ms, tokens[0], tokens[1], cost_usd)
 
 
-def _insert_assignment(database: Database, values: dict[str, Any]) -> Any:
+def _insert_assignment(database: Database, values: dict[str, Any], rebucket_version: int) -> Any:
+    """Inserts the assignment, or replaces one made before the last re-bucket."""
     dialect = postgresql if database.dialect == "postgresql" else sqlite
     statement = dialect.insert(AssignmentRow).values(**values)
-    return statement.on_conflict_do_nothing(index_elements=["experiment_id", "user_key"])
+    return statement.on_conflict_do_update(
+        index_elements=["experiment_id", "user_key"],
+        set_={
+            "arm": statement.excluded.arm,
+            "weights_version": statement.excluded.weights_version,
+            "assigned_at": statement.excluded.assigned_at,
+        },
+        where=AssignmentRow.weights_version < rebucket_version,
+    )
 
 
 def assign_and_expose(
-    database: Database, exposure: Exposure, configurations: Mapping[str, str]
+    database: Database,
+    exposure: Exposure,
+    configurations: Mapping[str, str],
+    rebucket_version: int = 0,
+    *,
+    paused: Collection[str] = (),
 ) -> str:
-    """Stores the user's proposed arm unless one exists (another replica may have been first),
-    records the exposure under the arm that won, and commits both before the response is sent."""
+    """Stores the user's proposed arm unless one exists (another replica may have been first)
+    that is not older than the last re-bucket, records the exposure under the arm that won,
+    and commits both before the response is sent. `configurations` says what serves each
+    arm now: the control's for an arm in `paused`, whose exposure is marked ARM_PAUSED."""
     assert exposure.user_key is not None
     values = {
         "experiment_id": exposure.experiment_id,
@@ -77,15 +97,25 @@ def assign_and_expose(
         "assigned_at": time.time(),
     }
     with database.write() as session:
-        session.execute(_insert_assignment(database, values))
+        session.execute(_insert_assignment(database, values, rebucket_version))
         arm = session.scalars(
             select(AssignmentRow.arm).where(
                 AssignmentRow.experiment_id == exposure.experiment_id,
                 AssignmentRow.user_key == exposure.user_key,
             )
         ).one()
-        session.add(_exposure_row(exposure, arm, configurations[arm]))
+        row = _exposure_row(exposure, arm, configurations[arm])
+        if arm in paused:
+            row.phase = ARM_PAUSED
+        session.add(row)
     return arm
+
+
+def assignment_of(database: Database, experiment_id: int, user_key: str) -> Assigned | None:
+    """The user's stored assignment, read only."""
+    with database.read() as session:
+        row = session.get(AssignmentRow, (experiment_id, user_key))
+        return Assigned(row.arm, row.weights_version) if row is not None else None
 
 
 def expose(database: Database, exposure: Exposure) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -21,6 +22,8 @@ from sqlalchemy.engine import make_url
 
 from ingest.index import Index
 from service.api.app import create_app
+from service.experiments.service import ExperimentService
+from service.experiments.store import migrate, open_database
 from service.settings import Settings
 from tests.support.processes import free_port
 from tests.support.scripted_engine import ScriptedEngine
@@ -174,3 +177,44 @@ def arm_of(client: TestClient | httpx.Client, user: str | None, model: str = "su
     response = ask(client, user, model)
     assert response.status_code == 200, response.text
     return str(response.json()["ladder"]["arm"])
+
+
+def users_by_arm(salt: str, arms: dict[str, float], per_arm: int) -> dict[str, list[str]]:
+    """`per_arm` user names (user-N) that the service's bucketing puts in each arm under
+    `salt` and these weights, so a test sends no user it did not plan for."""
+    from service.experiments.assignment import arm_for_bucket, bucket, bucket_bounds
+
+    names, bounds = list(arms), bucket_bounds(list(arms.values()))
+    found: dict[str, list[str]] = {name: [] for name in names}
+    number = 0
+    while min(len(users) for users in found.values()) < per_arm:
+        number += 1
+        arm = names[arm_for_bucket(bounds, bucket(salt, f"user-{number}"))]
+        if len(found[arm]) < per_arm:
+            found[arm].append(f"user-{number}")
+    return found
+
+
+def open_service(
+    url: str, served: frozenset[str] = frozenset({"plain", "friendly", "concise"})
+) -> ExperimentService:
+    """An ExperimentService on a migrated database, its state loaded (no polling)."""
+    database = open_database(url)
+    migrate(database)
+    service = ExperimentService(database, lambda: served, {})
+    service.refresh(force=True)
+    return service
+
+
+def route_all(service: ExperimentService, users: list[str]) -> dict[str, str]:
+    """Each user's arm of the `support` experiment, routed one after the other."""
+
+    async def main() -> dict[str, str]:
+        arms = {}
+        for user in users:
+            found = await service.route("support", user, None, f"req-{user}")
+            assert found is not None
+            arms[user] = found.arm
+        return arms
+
+    return asyncio.run(main())

@@ -7,15 +7,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from service.experiments.assignment import BUCKETS, arm_for_bucket, bucket, bucket_bounds
-from service.experiments.service import ExperimentService
+from service.experiments.models import AssignmentRow
 from service.experiments.spec import ExperimentSpec
 from service.experiments.stats import chi_square_sf
-from service.experiments.store import migrate, open_database
-from tests.support.experiments import experiment_body
+from tests.support.experiments import experiment_body, open_service, route_all
 
-SERVED = frozenset({"plain", "friendly", "concise"})
 # A split this far from the weights happens by chance once in 10,000 runs of a correct splitter.
 CHANCE = 1e-4
 
@@ -28,26 +27,6 @@ def split_p_value(counts: Counter[str], weights: dict[str, float]) -> float:
         for arm, w in weights.items()
     )
     return chi_square_sf(statistic, len(weights) - 1)
-
-
-def open_service(url: str) -> ExperimentService:
-    database = open_database(url)
-    migrate(database)
-    service = ExperimentService(database, lambda: SERVED, {})
-    service.refresh(force=True)
-    return service
-
-
-def route_all(service: ExperimentService, users: list[str]) -> dict[str, str]:
-    async def main() -> dict[str, str]:
-        arms = {}
-        for user in users:
-            found = await service.route("support", user, None, f"req-{user}")
-            assert found is not None
-            arms[user] = found.arm
-        return arms
-
-    return asyncio.run(main())
 
 
 def test_bucket_is_deterministic_and_salted() -> None:
@@ -117,9 +96,11 @@ def test_a_paused_experiment_serves_its_control_to_everyone(db_url: str) -> None
     assert route_all(service, list(assigned)) == assigned
 
 
-def test_anonymous_requests_are_assigned_afresh_and_counted_without_a_user(db_url: str) -> None:
+def test_anonymous_requests_get_an_arm_each_with_random_stickiness_and_no_assignment(
+    db_url: str,
+) -> None:
     service = open_service(db_url)
-    service.create(ExperimentSpec.model_validate(experiment_body()), "test")
+    service.create(ExperimentSpec.model_validate(experiment_body(stickiness="random")), "test")
 
     async def anonymous() -> Counter[str]:
         arms: Counter[str] = Counter()
@@ -130,6 +111,6 @@ def test_anonymous_requests_are_assigned_afresh_and_counted_without_a_user(db_ur
         return arms
 
     arms = asyncio.run(anonymous())
-    assert set(arms) == {"control", "treatment"}
-    found = service.results("support")["sample_ratio"]["observed"]
-    assert found == dict(arms)
+    assert split_p_value(arms, {"control": 50, "treatment": 50}) > CHANCE, arms
+    with service.database.read() as session:
+        assert session.scalars(select(func.count()).select_from(AssignmentRow)).one() == 0
