@@ -106,6 +106,26 @@ class ProgressDisplay:
             self.progress = None
 
 
+def _target_modules(config: Settings, requested: str | None) -> tuple[str, ...]:
+    """The LoRA's target modules as asked, checked against the base model before anything runs
+    (an hour's climb must not fail at its training step); a one-line exit 2 when it lacks one."""
+    from adapters.base_model import BaseModelUnavailable, resolve_base_model
+    from adapters.lora import UnknownTargetModules, choose_target_modules
+    from service.cli.common import fail
+
+    names = tuple(name.strip() for name in (requested or "").split(",") if name.strip())
+    if not names:
+        return ()
+    try:
+        base = resolve_base_model(
+            config.base_model, config.cache_dir, lambda line: typer.echo(line, err=True)
+        )
+        choose_target_modules(base.folder, names)
+    except (BaseModelUnavailable, UnknownTargetModules) as error:
+        raise fail(f"--target-modules: {error}") from None
+    return names
+
+
 def _ship(
     climb: Climb,
     outcome: ClimbOutcome,
@@ -173,6 +193,10 @@ def climb_command(
         typer.Option(help="General prompts (default: the general task's replay.jsonl)."),
     ] = None,
     rank: Annotated[int, typer.Option(min=1, max=256)] = 16,
+    target_modules: Annotated[
+        str | None,
+        typer.Option(help="Layers the LoRA adapts, e.g. q_proj,v_proj; default: every linear one."),
+    ] = None,
     epochs: Annotated[int, typer.Option(min=1, max=50)] = 2,
     max_steps: Annotated[int | None, typer.Option(min=1)] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 8,
@@ -227,6 +251,7 @@ def climb_command(
         raise fail(str(error)) from None
     training = TrainingOptions(
         rank=rank,
+        target_modules=_target_modules(config, target_modules),
         epochs=epochs,
         max_steps=max_steps,
         batch_size=batch_size,

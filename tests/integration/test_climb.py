@@ -239,11 +239,19 @@ def test_only_the_adapter_passes_it_trains_once_and_resumes_after_sigkill(tmp_pa
     assert adapter_rows and all(r["forgetting"] for r in adapter_rows)
 
 
-def _dry_run(task: str, target: str) -> subprocess.CompletedProcess[str]:
+def _dry_run(task: str, target: str, *more: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LADDER_CACHE_DIR": str(models_cache_dir())}
     command = [sys.executable, "-m", "service.cli", "climb", "--task", task, "--target", target]
     return subprocess.run(
-        [*command, "--dry-run", "--limit", "60", "--tasks-dir", str(REPO / "corpus" / "tasks")],
+        [
+            *command,
+            "--dry-run",
+            "--limit",
+            "60",
+            "--tasks-dir",
+            str(REPO / "corpus" / "tasks"),
+            *more,
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -267,3 +275,17 @@ def test_dry_run_prints_the_plan_time_and_cost_without_answering(base_model_dir:
     assert knowledge.returncode == 0, knowledge.stderr[-2000:]
     assert "(rag," in knowledge.stdout
     assert "training is not proposed for a knowledge gap" in knowledge.stdout
+
+
+def test_target_modules_the_base_lacks_are_refused_before_the_climb_starts(
+    base_model_dir: Path,
+) -> None:
+    refused = _dry_run("support-triage", "field_accuracy>=0.8", "--target-modules", "q_proj,wq")
+    assert refused.returncode == 2, refused.stdout[-2000:]
+    message = [line for line in refused.stderr.splitlines() if "--target-modules" in line]
+    assert len(message) == 1 and "wq" in message[0], refused.stderr[-2000:]
+    assert "estimated time" not in refused.stdout
+    accepted = _dry_run(
+        "support-triage", "field_accuracy>=0.8", "--target-modules", "q_proj,v_proj"
+    )
+    assert accepted.returncode == 0, accepted.stderr[-2000:]
