@@ -55,8 +55,13 @@ class ReplicaState:
     def has(self, adapter: str) -> bool:
         return adapter in self.loaded
 
+    def held(self) -> int:
+        """Adapters loaded for requests: the pinned guard adapter takes no slot (it is ladder's
+        own, on every replica, and a slot count counts what requests asked for)."""
+        return sum(1 for adapter in self.loaded if adapter not in self.pinned)
+
     def free_slot(self) -> bool:
-        return len(self.loaded) < self.slots
+        return self.held() < self.slots
 
     def seed(self, adapters: Iterable[str]) -> None:
         """Adds adapters the replica already serves (its start-up list), oldest first."""
@@ -73,7 +78,7 @@ class ReplicaState:
 
     def eviction(self, adapter: str) -> tuple[str, ...]:
         """The idle, unpinned adapters to unload, oldest first, to make room for adapter."""
-        excess = len(self.loaded) + 1 - self.slots
+        excess = self.held() + 1 - self.slots
         if excess <= 0 or adapter in self.loaded:
             return ()
         idle = [a for a in self.loaded if not self.in_use[a] and a not in self.pinned]

@@ -73,7 +73,7 @@ def test_a_full_replica_unloads_its_least_recently_used_idle_adapter() -> None:
 
 
 def test_adapters_in_use_and_the_pinned_guard_adapter_are_never_unloaded() -> None:
-    routes = router(count=1, slots=3)
+    routes = router(count=1, slots=2)  # the guard adapter takes no slot
     serve(routes, GUARD)
     serve(routes, "a@1", hold=True)
     serve(routes, "b@1")
@@ -81,6 +81,14 @@ def test_adapters_in_use_and_the_pinned_guard_adapter_are_never_unloaded() -> No
     assert routes.choose("c@1").to_unload == ("b@1",)
     serve(routes, "b@1", hold=True)
     assert routes.choose("c@1").to_unload == ()
+
+
+def test_the_guard_adapter_takes_no_slot() -> None:
+    routes = router(count=1, slots=1)
+    serve(routes, GUARD)
+    assert routes.choose("a@1").to_unload == ()
+    serve(routes, "a@1")
+    assert routes.choose("b@1").to_unload == ("a@1",)
 
 
 def test_the_guard_adapter_every_replica_holds_goes_to_the_least_busy_replica() -> None:

@@ -93,7 +93,10 @@ def test_unload_removes_the_adapter_from_vllm(stack: Stack, marker_adapter: Path
 
     async def use_then_unload() -> tuple[str, bool]:
         base = resolve_base_model(stack.settings.base_model, stack.settings.cache_dir)
-        engine = vllm_engine(stack.settings, stack.registry, base)
+        # Room for `scratch` beside the adapters vLLM started with: with the server's two slots
+        # this engine would unload one of them (LRU) to load it, and later tests use both.
+        roomy = stack.settings.model_copy(update={"vllm_max_loras": 4})
+        engine = vllm_engine(roomy, stack.registry, base)
         try:
             answer = (await engine.complete(request)).text
             assert version.ref in served_models(stack)

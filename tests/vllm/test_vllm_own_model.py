@@ -183,7 +183,7 @@ def test_the_engine_sends_base_requests_through_the_identity_adapter(
 
     async def base_then_adapter() -> list[str]:
         engine = vllm_engine(stack.settings, stack.registry, tiny_base)
-        recording(engine._transport)
+        recording(engine.pool.replicas[0].transport)
         try:
             assert await engine.unready_reason() is None
             messages = (ChatMessage("user", QUESTIONS[0]),)
@@ -226,4 +226,7 @@ def test_ready_names_both_when_vllm_serves_another_model_or_a_shorter_window(
         "window": f"{served} {folder} with window {MAX_POSITIONS * 2}",
     }
     ready = httpx.get(f"{stack.ladder_url}/ready", timeout=10)
-    assert ready.json() == {"ready": True, "engine": True, "index": True}
+    body = ready.json()
+    replicas = body.pop("replicas")
+    assert body == {"ready": True, "engine": True, "index": True}
+    assert [(r["url"], r["healthy"]) for r in replicas] == [(stack.vllm_url, True)]
