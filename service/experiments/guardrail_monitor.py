@@ -262,15 +262,17 @@ def report(
     return [verdict.entry() for verdict in judge(database, stored, alpha, min_users)]
 
 
+def blocked(stored: StoredExperiment, rows: list[dict[str, Any]]) -> set[str]:
+    """Arms that may not be named winner: paused, or breaching a guardrail."""
+    paused = {arm.name for arm in stored.spec.arms if arm.paused}
+    return paused | {row["arm"] for row in rows if row["state"] == "breached"}
+
+
 def annotated(
     found: dict[str, Any], stored: StoredExperiment, rows: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """The results with each arm's `paused`, the guardrail rows, and no winner that is paused
-    or breaches a guardrail."""
+    """The results with each arm's `paused` and the guardrail rows."""
     spec = stored.spec
     for arm in found["arms"]:
         arm["paused"] = spec.arm(arm["arm"]).paused
-    blocked = {a.name for a in spec.arms if a.paused}
-    blocked |= {row["arm"] for row in rows if row["state"] == "breached"}
-    winner = None if found.get("winner") in blocked else found.get("winner")
-    return found | {"guardrails": rows, "winner": winner}
+    return found | {"guardrails": rows}

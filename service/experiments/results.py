@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -174,13 +174,19 @@ def compare_arms(
     return compared
 
 
-def _winner(comparisons: Mapping[str, Mapping[str, Any]], control: str, srm: bool) -> str | None:
+def _winner(
+    comparisons: Mapping[str, Mapping[str, Any]],
+    control: str,
+    srm: bool,
+    blocked: Collection[str] = (),
+) -> str | None:
+    """The best `better` arm not blocked (paused, or breaching a declared guardrail)."""
     if srm or not comparisons:
         return None
     better = [
         (found[PRIMARY]["difference"], arm)
         for arm, found in comparisons.items()
-        if found["verdict"] == "better"
+        if found["verdict"] == "better" and arm not in blocked
     ]
     if better:
         return max(better)[1]
@@ -262,8 +268,10 @@ def _plan(spec: ExperimentSpec, outcomes: Mapping[str, ArmOutcomes]) -> dict[str
     }
 
 
-def results(database: Database, stored: StoredExperiment, min_samples: int) -> dict[str, Any]:
-    """The JSON the results endpoint and the dashboard show."""
+def results(
+    database: Database, stored: StoredExperiment, min_samples: int, blocked: Collection[str] = ()
+) -> dict[str, Any]:
+    """The JSON the results endpoint and the dashboard show; `blocked` arms are never winner."""
     spec = stored.spec
     outcomes = metrics.arm_outcomes(database, stored.id)
     units = _split_users(database, stored)
@@ -286,7 +294,7 @@ def results(database: Database, stored: StoredExperiment, min_samples: int) -> d
         "anonymous": {"requests": sum(anonymous.values()), "by_arm": anonymous},
         "comparisons": comparisons,
         "sample_ratio": srm,
-        "winner": _winner(comparisons, spec.control, srm["mismatch"]),
+        "winner": _winner(comparisons, spec.control, srm["mismatch"], blocked),
         "plan": _plan(spec, outcomes),
         "timeline": timeline(database, stored.id),
     }

@@ -347,9 +347,10 @@ class ExperimentService:
     def results(self, name: str) -> dict[str, Any]:
         """Per-arm measurements, comparisons against the control, and the guardrails."""
         stored = self.find(name)
-        found = results.results(self.database, stored, self.min_samples)
         monitor = self.guardrails
         judged = guardrail_monitor.report(self.database, stored, monitor.alpha, monitor.min_users)
+        blocked = guardrail_monitor.blocked(stored, judged)
+        found = results.results(self.database, stored, self.min_samples, blocked)
         return guardrail_monitor.annotated(found, stored, judged)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from service.experiments import guardrail_monitor, guardrails, sequential
+from service.experiments import guardrail_monitor, guardrails, results, sequential
 from service.experiments.guardrails import Guardrail, Judgement
 from service.experiments.service import ExperimentService
 from service.experiments.spec import ExperimentSpec
@@ -201,23 +201,34 @@ def test_a_paused_or_breaching_arm_is_never_named_winner(db_url: str) -> None:
     create(service, ERRORS)
     stored = service.find("support")
 
-    def found(winner: str) -> dict[str, Any]:
-        arms = [{"arm": "control"}, {"arm": "treatment"}]
-        return {"arms": arms, "winner": winner}
+    def winner(stored: Any, state: str) -> str | None:
+        verdicts = {"treatment": "better", "other": "no significant difference"}
+        comparisons = {
+            arm: {"verdict": verdict, results.PRIMARY: {"difference": 0.1}}
+            for arm, verdict in verdicts.items()
+        }
+        rows = [{"arm": "treatment", "state": state}]
+        blocked = guardrail_monitor.blocked(stored, rows)
+        return results._winner(comparisons, "control", False, blocked)
 
-    def row(state: str) -> list[dict[str, Any]]:
-        return [{"arm": "treatment", "state": state}]
-
-    assert guardrail_monitor.annotated(found("treatment"), stored, row("ok"))["winner"] == (
-        "treatment"
-    )
-    assert (
-        guardrail_monitor.annotated(found("treatment"), stored, row("breached"))["winner"] is None
-    )
-    assert guardrail_monitor.annotated(found("control"), stored, row("breached"))["winner"] == (
-        "control"
-    )
+    assert winner(stored, "ok") == "treatment"
+    assert winner(stored, "breached") is None
+    worse = {"treatment": {"verdict": "worse", results.PRIMARY: {"difference": -0.1}}}
+    breached = guardrail_monitor.blocked(stored, [{"arm": "treatment", "state": "breached"}])
+    assert results._winner(worse, "control", False, breached) == "control"
     service.set_arm_paused("support", "treatment", True, "test")
-    paused = guardrail_monitor.annotated(found("treatment"), service.find("support"), row("ok"))
-    assert paused["winner"] is None
+    paused_stored = service.find("support")
+    assert winner(paused_stored, "ok") is None
+    found = {"arms": [{"arm": "control"}, {"arm": "treatment"}], "winner": None}
+    paused = guardrail_monitor.annotated(found, paused_stored, [])
     assert [arm["paused"] for arm in paused["arms"]] == [False, True]
+
+
+def test_the_best_unblocked_arm_wins_when_a_better_one_is_blocked() -> None:
+    comparisons = {
+        "fast": {"verdict": "better", results.PRIMARY: {"difference": 0.2}},
+        "slow": {"verdict": "better", results.PRIMARY: {"difference": 0.1}},
+    }
+    assert results._winner(comparisons, "control", False) == "fast"
+    assert results._winner(comparisons, "control", False, {"fast"}) == "slow"
+    assert results._winner(comparisons, "control", False, {"fast", "slow"}) is None
