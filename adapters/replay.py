@@ -15,6 +15,7 @@ import os
 import random
 import re
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,14 @@ Progress = Callable[[int, int], None]
 _LAST_SENTENCE_END = re.compile(
     r"(.*(?:(?<!^\d)(?<!^\d\d)[.!?][\"')\]]*(?=\s)|\n))", re.DOTALL | re.MULTILINE
 )
+
+
+class ReplayLoss(StrEnum):
+    """How replay rows are learned: the base's greedy answers, token by token (cross entropy), or
+    its whole next-token distribution at each of those tokens (KL divergence from the base)."""
+
+    answers = "answers"
+    distill = "distill"
 
 
 class ReplayPromptsError(ValueError):

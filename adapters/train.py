@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.checkpoint import Checkpoints, capture, restore, run_fingerprint
 from adapters.data import Example, GateReport, split_heldout
+from adapters.distill import distill_loss
 from adapters.lora import choose_target_modules
 from adapters.registry import AdapterRegistry, AdapterVersion
-from adapters.replay import mix
+from adapters.replay import ReplayLoss, mix
 
 if TYPE_CHECKING:
     from adapters.base_model import BaseModel
@@ -49,6 +50,13 @@ class TrainingOptions:
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 10
+    # How replay rows are learned: "answers", the base's greedy answers token by token (cross
+    # entropy, as task rows); "distill", the base's whole next-token distribution at each of
+    # those answer tokens (KL divergence from the model with the adapter switched off).
+    replay_loss: str = "answers"
+
+
+REPLAY_LOSSES = tuple(loss.value for loss in ReplayLoss)
 
 
 @dataclass
@@ -174,10 +182,16 @@ def train_adapter(
     on_step: StepCallback | None = None,
     checkpoints: Checkpoints | None = None,
     on_resume: ResumeCallback | None = None,
+    replayed: Sequence[bool] = (),
 ) -> TrainingRun:
     """Trains, keeps the epoch with the best validation loss, saves the adapter to out_dir. With
-    checkpoints, the state is saved every `checkpoint_every` steps and a run resumes from it."""
+    checkpoints, the state is saved every `checkpoint_every` steps and a run resumes from it.
+    `replayed` flags the replay rows of train (learned as options.replay_loss says)."""
     import torch
+
+    if options.replay_loss not in REPLAY_LOSSES:
+        known = ", ".join(REPLAY_LOSSES)
+        raise ValueError(f"replay_loss is one of {known}, not {options.replay_loss!r}")
 
     torch.manual_seed(options.seed)
     torch.set_num_threads(options.threads)
@@ -188,6 +202,8 @@ def train_adapter(
     held = [encode_example(tokenizer, e) for e in validation]
     started = time.monotonic()
     fit = _Fit(model, rows, held, pad, device, options, on_step, checkpoints)
+    if options.replay_loss == "distill":
+        fit.distilled = {index for index, flag in enumerate(replayed) if flag}
     run = fit.run(on_resume)
     model.save_pretrained(str(out_dir))
     run.seconds = round(time.monotonic() - started, 1)
@@ -232,6 +248,7 @@ class _Fit:
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=options.learning_rate
         )
+        self.distilled: set[int] = set()  # rows learned from the base's distribution
 
     def run(self, on_resume: ResumeCallback | None) -> TrainingRun:
         """Trains from the checkpoint when there is one, else from the start."""
@@ -248,9 +265,7 @@ class _Fit:
             order = list(range(len(self.rows)))
             shuffler.shuffle(order)
             size = self.options.batch_size
-            batches = [
-                [self.rows[i] for i in order[n : n + size]] for n in range(0, len(order), size)
-            ]
+            batches = [order[n : n + size] for n in range(0, len(order), size)]
             self._steps(loop, batches)
             if self._end_epoch(loop) or loop.run.steps >= self.total:
                 break
@@ -259,12 +274,12 @@ class _Fit:
         self.model.load_state_dict(loop.best, strict=False)
         return loop.run
 
-    def _steps(self, loop: _Loop, batches: Sequence[Rows]) -> None:
+    def _steps(self, loop: _Loop, batches: Sequence[Sequence[int]]) -> None:
         """The epoch's remaining optimiser steps, up to the run's total."""
-        for batch in batches[loop.position :]:
+        for indices in batches[loop.position :]:
             if loop.run.steps >= self.total:
                 break
-            loss = self.model(**_batch(batch, self.pad, self.device)).loss
+            loss = self._loss(indices)
             loss.backward()
             self.optimizer.step()
             self.optimizer.zero_grad()
@@ -275,6 +290,15 @@ class _Fit:
                 self._save(loop)
             if self.on_step is not None:
                 self.on_step(loop.run.steps, self.total, loop.losses[-1])
+
+    def _loss(self, indices: Sequence[int]) -> Any:
+        """The batch's mean loss over its learned tokens: cross entropy, or for distilled rows
+        the KL divergence of the adapted model's next-token distribution from the base's."""
+        batch = _batch([self.rows[i] for i in indices], self.pad, self.device)
+        teach = [n for n, i in enumerate(indices) if i in self.distilled]
+        if not teach:
+            return self.model(**batch).loss
+        return distill_loss(self.model, batch, teach)
 
     def _end_epoch(self, loop: _Loop) -> bool:
         """Records the epoch's losses and keeps the state if it is the best; True to stop early."""
@@ -332,6 +356,8 @@ def train_and_register(
     )
     fit, validation = split_heldout(report.train, 0.1, options.seed)
     mixed = mix(fit, replay, replay_fraction, options.seed)
+    replay_objects = {id(example) for example in replay}  # mix draws the very objects
+    replayed = [id(example) in replay_objects for example in mixed]
     checkpoints = None
     if checkpoint_dir is not None:
         fingerprint = run_fingerprint(
@@ -342,7 +368,7 @@ def train_and_register(
     with tempfile.TemporaryDirectory(dir=registry.root, prefix=".training-") as scratch:
         folder = Path(scratch) / "adapter"
         run = train_adapter(
-            base, mixed, validation, folder, options, on_step, checkpoints, on_resume
+            base, mixed, validation, folder, options, on_step, checkpoints, on_resume, replayed
         )
         manifest = {
             "training_data": {

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from adapters.replay import ReplayLoss
+
 if TYPE_CHECKING:
     from evaluation.climb import Climb
     from evaluation.climb_report import ClimbOutcome
@@ -192,6 +194,12 @@ def climb_command(
         Path | None,
         typer.Option(help="General prompts (default: the general task's replay.jsonl)."),
     ] = None,
+    replay_loss: Annotated[
+        ReplayLoss,
+        typer.Option(
+            help="answers: learn the base's replay answers; distill: its whole distribution."
+        ),
+    ] = ReplayLoss.answers,
     rank: Annotated[int, typer.Option(min=1, max=256)] = 16,
     target_modules: Annotated[
         str | None,
@@ -258,6 +266,7 @@ def climb_command(
         learning_rate=learning_rate,
         seed=seed,
         threads=max(1, config.torch_threads),
+        replay_loss=replay_loss.value,
     )
     options = ClimbOptions(
         target=goal,

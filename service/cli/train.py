@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from adapters.data import FINDING_KINDS, GateReport
+from adapters.replay import ReplayLoss
 
 if TYPE_CHECKING:
     from adapters.base_model import BaseModel
@@ -155,6 +156,12 @@ def train(
     replay_system_prompt: Annotated[
         str, typer.Option(help="System message of the replay prompts (@FILE reads a file).")
     ] = GENERAL_SYSTEM_PROMPT,
+    replay_loss: Annotated[
+        ReplayLoss,
+        typer.Option(
+            help="answers: learn the base's replay answers; distill: its whole distribution."
+        ),
+    ] = ReplayLoss.answers,
     checkpoint_dir: Annotated[
         Path | None,
         typer.Option(help="Checkpoint here, and resume from the checkpoint it holds."),
@@ -201,6 +208,7 @@ def train(
         learning_rate=learning_rate,
         seed=seed,
         threads=max(1, config.torch_threads),
+        replay_loss=replay_loss.value,
         checkpoint_every=checkpoint_every,
     )
     registry = AdapterRegistry(config.adapters_root)
