@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from service.model_loading import MODEL_LOAD_LOCK
+
 MANIFEST_NAME = "ladder-conversion.json"
 PARTIAL_PREFIX = ".partial-"
 
@@ -104,7 +106,10 @@ def _convert(gguf_path: Path, out_dir: Path, report: Progress) -> None:
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        with MODEL_LOAD_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=name, dtype=torch.float32
+            )
     except Exception as error:  # transformers raises many kinds for a file it cannot read
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         raise GgufError(f"transformers cannot read the GGUF file {gguf_path}: {reason}") from error

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from adapters.base_model import default_target_modules
+from service.model_loading import MODEL_LOAD_LOCK
 
 
 class IdentityAdapterError(RuntimeError):
@@ -22,7 +23,8 @@ def build_identity_adapter(model_dir: Path, folder: Path) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    with MODEL_LOAD_LOCK:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     targets = list(default_target_modules(model_dir))
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=targets, task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, lora)

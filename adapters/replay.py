@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.data import Example
+from service.model_loading import MODEL_LOAD_LOCK
 
 if TYPE_CHECKING:
     from adapters.base_model import BaseModel
@@ -163,7 +164,8 @@ def _generate(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        model: Any = AutoModelForCausalLM.from_pretrained(str(base.folder), dtype=torch.float32)
+        with MODEL_LOAD_LOCK:
+            model: Any = AutoModelForCausalLM.from_pretrained(str(base.folder), dtype=torch.float32)
         model.eval()
         for start in range(0, len(order), batch_size):
             chosen = order[start : start + batch_size]

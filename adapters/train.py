@@ -24,6 +24,7 @@ from adapters.distill import distill_loss
 from adapters.lora import choose_target_modules
 from adapters.registry import AdapterRegistry, AdapterVersion
 from adapters.replay import ReplayLoss, mix
+from service.model_loading import MODEL_LOAD_LOCK
 
 if TYPE_CHECKING:
     from adapters.base_model import BaseModel
@@ -50,9 +51,7 @@ class TrainingOptions:
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 10
-    # How replay rows are learned: "answers", the base's greedy answers token by token (cross
-    # entropy, as task rows); "distill", the base's whole next-token distribution at each of
-    # those answer tokens (KL divergence from the model with the adapter switched off).
+    # How replay rows are learned: a ReplayLoss value ("answers" or "distill").
     replay_loss: str = "answers"
 
 
@@ -159,7 +158,8 @@ def _lora_model(base: BaseModel, options: TrainingOptions, device: str) -> tuple
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(base.folder))
-    model: Any = AutoModelForCausalLM.from_pretrained(str(base.folder), dtype=torch.float32)
+    with MODEL_LOAD_LOCK:
+        model: Any = AutoModelForCausalLM.from_pretrained(str(base.folder), dtype=torch.float32)
     config = LoraConfig(
         r=options.rank,
         lora_alpha=options.alpha,

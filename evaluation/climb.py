@@ -40,6 +40,10 @@ from service.routing.configs import Configuration, ConfigurationError, load_conf
 from service.settings import Settings
 
 GENERAL_TASK = "general"
+REPLAY_LOSS_WORDS = {
+    "answers": "the base's answers learned token by token",
+    "distill": "the base's next-token distributions learned by distillation",
+}
 StartApp = Callable[[Settings, Mapping[str, Configuration] | None, Collection[str]], Backend]
 # Rough speeds of the bundled model on the local engine, 2 CPU cores (README), for --dry-run.
 LOCAL_SPEED = (150.0, 12.0)  # prefill, decode tokens per second
@@ -293,6 +297,11 @@ class Climb:
         general = self._general()
         for variant, fraction in self._variants():
             outcome.trained[variant] = train_variant(self, variant, fraction, general)
+        if self.options.replay_fraction > 0:
+            how = REPLAY_LOSS_WORDS[self.options.training.replay_loss]
+            outcome.notes.append(
+                f"replay: {self.options.replay_fraction:g} of the training mix, {how}"
+            )
         best = best_lower(outcome.results, self.options.target)
         primary = self._variants()[0][0]
         rungs = []

@@ -10,6 +10,8 @@ from typing import Literal, Protocol, get_args
 
 import numpy as np
 
+from service.model_loading import MODEL_LOAD_LOCK
+
 EMBEDDER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 EmbedBackend = Literal["torch", "onnx", "onnx-int8"]
@@ -102,7 +104,8 @@ class _TorchEncoder:
         transformers.logging.set_verbosity_error()
 
         torch.set_num_threads(threads)
-        self._model = SentenceTransformer(str(model), device="cpu")
+        with MODEL_LOAD_LOCK:
+            self._model = SentenceTransformer(str(model), device="cpu")
         # Ingestion sizes chunks in one thread while it encodes in another, and the model's own
         # tokenizer switches padding per call: sizing gets a tokenizer of its own (same ids).
         self._sizing = Tokenizer.from_file(str(model / "tokenizer.json"))

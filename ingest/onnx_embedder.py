@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from service.model_loading import MODEL_LOAD_LOCK
+
 if TYPE_CHECKING:
     import onnxruntime
     from tokenizers import Tokenizer
@@ -56,7 +58,8 @@ def _export_fp32(model: Path, target: Path) -> None:
         def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
             return self.inner(**dict(zip(_INPUTS, inputs, strict=True))).last_hidden_state
 
-    transformer = AutoModel.from_pretrained(str(model)).eval()
+    with MODEL_LOAD_LOCK:
+        transformer = AutoModel.from_pretrained(str(model)).eval()
     sample = torch.ones((2, 8), dtype=torch.int64)
     axes = {name: {0: "batch", 1: "tokens"} for name in (*_INPUTS, "last_hidden_state")}
     # The tracer's warnings are about branches fixed at export time, which this model's are.

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ConfigurationError
+from service.model_loading import MODEL_LOAD_LOCK
 
 
 @dataclass
@@ -34,16 +35,19 @@ def load_model(model_dir: Path, adapters: Mapping[str, Path]) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM
 
-    model: Any = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     # Internal names, because PEFT keeps adapters in module dicts where dots are not allowed.
     names = {name: f"adapter_{index}" for index, name in enumerate(adapters)}
-    if adapters:
-        from peft import PeftModel
+    with MODEL_LOAD_LOCK:
+        model: Any = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        if adapters:
+            from peft import PeftModel
 
-        first, *rest = adapters
-        model = PeftModel.from_pretrained(model, str(adapters[first]), adapter_name=names[first])
-        for name in rest:
-            model.load_adapter(str(adapters[name]), adapter_name=names[name])
+            first, *rest = adapters
+            model = PeftModel.from_pretrained(
+                model, str(adapters[first]), adapter_name=names[first]
+            )
+            for name in rest:
+                model.load_adapter(str(adapters[name]), adapter_name=names[name])
     model.eval()
     return LoadedModel(model=model, adapter_names=names)
 

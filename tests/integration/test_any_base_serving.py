@@ -19,6 +19,7 @@ from adapters.base_model import default_target_modules, parameter_count, resolve
 from adapters.registry import AdapterRegistry
 from service.api.app import create_app
 from service.errors import ConfigurationError
+from service.model_loading import MODEL_LOAD_LOCK
 from service.settings import Settings
 from tests.support.ladder_process import ladder_serve
 from tests.support.models import models_cache_dir
@@ -51,7 +52,8 @@ def random_lora(model_dir: Path, out: Path, seed: int = 0) -> Path:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    with MODEL_LOAD_LOCK:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     targets = list(default_target_modules(model_dir))
     peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules=targets))
     with torch.no_grad():

@@ -25,6 +25,7 @@ from adapters.base_model import resolve_base_model
 from adapters.checkpoint import CHECKPOINT_FILE, Checkpoints
 from adapters.registry import AdapterRegistry
 from adapters.replay import replay_examples
+from service.model_loading import MODEL_LOAD_LOCK
 from tests.support.adapters import ladder_invocation, ladder_train
 from tests.support.models import models_cache_dir
 from tests.support.paths import REPO, TRIAGE_DIR, TRIAGE_PROMPT_MINIMAL
@@ -158,7 +159,8 @@ def test_replay_answers_are_the_base_models_own_greedy_answers_and_cached(
         base, SHORT_ANSWERS, GENERAL_SYSTEM_PROMPT, cache_dir=tmp_path, batch_size=2
     )
     tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(base_model_dir), dtype=torch.float32)
+    with MODEL_LOAD_LOCK:
+        model = AutoModelForCausalLM.from_pretrained(str(base_model_dir), dtype=torch.float32)
     for example, prompt in zip(examples, SHORT_ANSWERS, strict=True):
         messages = [
             {"role": "system", "content": GENERAL_SYSTEM_PROMPT},

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.registry import AdapterRegistry
+from service.model_loading import MODEL_LOAD_LOCK
 from tests.support.models import models_cache_dir
 from tests.support.paths import (
     REPO,
@@ -39,6 +40,7 @@ _QUESTIONS_AND_ANSWERS = (
 TRAINING_CODE = (
     "adapters/train.py",
     "adapters/checkpoint.py",
+    "adapters/distill.py",
     "adapters/replay.py",
     "adapters/lora.py",
     "adapters/data.py",
@@ -186,7 +188,8 @@ def _train_marker(model_dir: Path, out_dir: Path, marker: str, steps: int, seed:
     try:
         torch.manual_seed(seed)
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        with MODEL_LOAD_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
         layers = int(model.config.num_hidden_layers)
         lora = LoraConfig(
             r=8,

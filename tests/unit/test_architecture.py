@@ -42,6 +42,7 @@ LAYERS: tuple[dict[str, str], ...] = (
         "service.messages": "the message value types every layer shares",
         "service.settings": "Settings is built first and passed down, so it depends on nothing",
     },
+    {"service.model_loading": "the one lock every model load holds, below all that loads"},
 )
 GROUPS = {group: (rank, why) for rank, layer in enumerate(LAYERS) for group, why in layer.items()}
 
@@ -52,6 +53,7 @@ ONLY: dict[str, tuple[tuple[str, ...], str]] = {
         "a leaf: importing the settings must not load the project or its libraries",
     ),
     "service.errors": ((), "every layer imports the hierarchy, so whatever it imported would load"),
+    "service.model_loading": ((), "a lock every loader imports, so it must import nothing"),
     "service.messages": ((), "value types every layer shares, free of any library"),
     "service.routing.plan": (
         ("service.errors", "service.messages", "service.routing.budget", "service.routing.configs"),

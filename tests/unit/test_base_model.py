@@ -19,6 +19,7 @@ from adapters.base_model import (
     parameter_count,
     resolve_base_model,
 )
+from service.model_loading import MODEL_LOAD_LOCK
 from tests.support.models import models_cache_dir
 from tests.support.tiny_model import tiny_model_dir
 
@@ -73,7 +74,8 @@ def test_lora_modules_and_size_are_read_from_the_model_itself(tiny: Path) -> Non
     )
     shapes = linear_modules(tiny)
     assert shapes["k_proj"] == (128, 64) and shapes["down_proj"] == (256, 128)
-    model = AutoModelForCausalLM.from_pretrained(str(tiny), dtype=torch.float32)
+    with MODEL_LOAD_LOCK:
+        model = AutoModelForCausalLM.from_pretrained(str(tiny), dtype=torch.float32)
     assert parameter_count(tiny) == sum(p.numel() for p in model.parameters())
 
 

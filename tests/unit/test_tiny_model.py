@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from service.model_loading import MODEL_LOAD_LOCK
 from tests.support import tiny_model
 from tests.support.tiny_model import TURN_END, build_tiny_qwen2, tiny_model_dir
 
@@ -23,7 +24,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(folder: Path) -> Any:
-    return AutoModelForCausalLM.from_pretrained(folder)
+    with MODEL_LOAD_LOCK:
+        return AutoModelForCausalLM.from_pretrained(folder)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from adapters.registry import AdapterRegistry
 from service.engines.base import ChatMessage, GenerationRequest, SamplingParams
 from service.engines.vllm import ExpectedModel, VllmEngine
 from service.engines.vllm_server import IDENTITY_ADAPTER, vllm_engine
+from service.model_loading import MODEL_LOAD_LOCK
 from tests.support.models import models_cache_dir
 from tests.support.paths import REPO
 from tests.support.tiny_model import MAX_POSITIONS, TURN_END, tiny_model_dir
@@ -54,7 +55,8 @@ def train_marker(base: BaseModel, out: Path, steps: int = 30) -> Path:
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(str(base.folder))
-    model = AutoModelForCausalLM.from_pretrained(str(base.folder), dtype=torch.float32)
+    with MODEL_LOAD_LOCK:
+        model = AutoModelForCausalLM.from_pretrained(str(base.folder), dtype=torch.float32)
     targets = list(default_target_modules(base.folder))
     lora = LoraConfig(
         r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM"
