@@ -52,7 +52,7 @@ class TrainingOptions:
     threads: int = 2
     checkpoint_every: int = 10
     # How replay rows are learned: a ReplayLoss value ("answers" or "distill").
-    replay_loss: str = "answers"
+    replay_loss: str = "distill"
 
 
 REPLAY_LOSSES = tuple(loss.value for loss in ReplayLoss)

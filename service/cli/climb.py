@@ -199,7 +199,7 @@ def climb_command(
         typer.Option(
             help="answers: learn the base's replay answers; distill: its whole distribution."
         ),
-    ] = ReplayLoss.answers,
+    ] = ReplayLoss.distill,
     rank: Annotated[int, typer.Option(min=1, max=256)] = 16,
     target_modules: Annotated[
         str | None,

@@ -161,7 +161,7 @@ def train(
         typer.Option(
             help="answers: learn the base's replay answers; distill: its whole distribution."
         ),
-    ] = ReplayLoss.answers,
+    ] = ReplayLoss.distill,
     checkpoint_dir: Annotated[
         Path | None,
         typer.Option(help="Checkpoint here, and resume from the checkpoint it holds."),

@@ -235,6 +235,7 @@ def test_only_the_adapter_passes_it_trains_once_and_resumes_after_sigkill(tmp_pa
     assert registry.names() == ["climb-zebra"] and registry.versions("climb-zebra") == [1]
     manifest = registry.resolve("climb-zebra").manifest()
     assert manifest["run"]["steps"] == steps[-1][1] and manifest["replay"]["fraction"] == 0.2
+    assert manifest["training"]["replay_loss"] == "distill"  # the default
     adapter_rows = [r for r in result["rungs"] if r["adapter"]]
     assert adapter_rows and all(r["forgetting"] for r in adapter_rows)
 

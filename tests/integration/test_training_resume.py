@@ -208,6 +208,7 @@ def test_ladder_train_mixes_the_base_models_replay_answers_into_training(
         "examples": trained,  # half of the mix: as many as the task's own
         "system_prompt": GENERAL_SYSTEM_PROMPT,
     }
+    assert manifest["training"]["replay_loss"] == "distill"
 
 
 def test_replay_options_go_together(tmp_path: Path, tiny_base: Path, categories: Path) -> None:
