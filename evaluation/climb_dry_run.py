@@ -22,7 +22,10 @@ def training_seconds(climb: Climb) -> float:
     steps = -(-rows // options.batch_size) * options.epochs
     if options.max_steps:
         steps = min(steps, options.max_steps)
-    return steps * SECONDS_PER_STEP * options.batch_size / 8
+    seconds = steps * SECONDS_PER_STEP * options.batch_size / 8
+    if options.replay_loss == "distill":  # the base's forward pass (a third of a step) on replay
+        seconds *= 1 + climb.options.replay_fraction / 3
+    return seconds
 
 
 def describe(climb: Climb) -> str:
@@ -50,7 +53,8 @@ def describe(climb: Climb) -> str:
         evals = len(climb.examples) * 3 * 6.0
         lines.append(
             f"then, only if no rung meets the target: train {variants} LoRA adapter(s)"
-            f" (replay fraction {climb.options.replay_fraction:g}), ~{train_s / 60:.0f} min,"
+            f" (replay fraction {climb.options.replay_fraction:g},"
+            f" {climb.options.training.replay_loss}), ~{train_s / 60:.0f} min,"
             f" evaluate the adapter rungs (~{evals / 60:.0f} min) and forgetting"
             f" (~{probes / 60:.0f} min)"
         )

@@ -272,6 +272,7 @@ def test_dry_run_prints_the_plan_time_and_cost_without_answering(base_model_dir:
     costs = [float(line.split("$")[1].split()[0]) for line in lines]
     assert costs == sorted(costs)
     assert "train 2 LoRA adapter(s)" in triage.stdout and "estimated time" in triage.stdout
+    assert "(replay fraction 0.2, distill)" in triage.stdout
     knowledge = _dry_run("knowledge-qa", "contains_answer>=0.4")
     assert knowledge.returncode == 0, knowledge.stderr[-2000:]
     assert "(rag," in knowledge.stdout
