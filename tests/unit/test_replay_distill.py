@@ -77,11 +77,11 @@ def test_an_untrained_adapter_is_at_zero_divergence_and_task_rows_are_cross_entr
     model = lora_model()
     batch = _batch(ROWS, pad=0, device="cpu")
     # Every row taught: the adapter is still the identity, so nothing diverges.
-    assert float(distill_loss(model, batch, [0, 1, 2])) == pytest.approx(0.0, abs=1e-6)
+    assert float(distill_loss(model, batch, [0, 1, 2]).detach()) == pytest.approx(0.0, abs=1e-6)
     # Rows not taught are learned as before: the model's own loss where all are task rows.
     task_only = _batch(ROWS[:1], pad=0, device="cpu")
     row_zero_ce = float(model(**task_only).loss)
-    mixed = float(distill_loss(model, batch, [1, 2]))
+    mixed = float(distill_loss(model, batch, [1, 2]).detach())
     tokens = [sum(label != -100 for label in labels[1:]) for _, labels in ROWS]
     assert mixed == pytest.approx(row_zero_ce * tokens[0] / sum(tokens), rel=1e-5)
 
@@ -91,8 +91,8 @@ def test_a_trained_adapter_diverges_and_the_loss_matches_the_token_by_token_mean
     perturb(model)
     batch = _batch(ROWS, pad=0, device="cpu")
     loss = distill_loss(model, batch, [1])
-    assert float(loss) == pytest.approx(by_hand(model, batch, [1]), rel=1e-4)
-    distilled_only = float(distill_loss(model, batch, [0, 1, 2]))
+    assert float(loss.detach()) == pytest.approx(by_hand(model, batch, [1]), rel=1e-4)
+    distilled_only = float(distill_loss(model, batch, [0, 1, 2]).detach())
     assert distilled_only > 1e-3  # a real divergence from the base
     loss.backward()
     lora_grads = [p.grad for n, p in model.named_parameters() if "lora_" in n]
@@ -106,14 +106,14 @@ def test_distillation_pulls_the_adapted_model_back_to_the_base() -> None:
     model = lora_model()
     perturb(model)
     batch = _batch(ROWS, pad=0, device="cpu")
-    before = float(distill_loss(model, batch, [0, 1, 2]))
+    before = float(distill_loss(model, batch, [0, 1, 2]).detach())
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(30):
         loss = distill_loss(model, batch, [0, 1, 2])
         loss.backward()
         optimiser.step()
         optimiser.zero_grad()
-    after = float(distill_loss(model, batch, [0, 1, 2]))
+    after = float(distill_loss(model, batch, [0, 1, 2]).detach())
     assert after < before / 4
 
 
