@@ -80,7 +80,7 @@ def test_an_untrained_adapter_is_at_zero_divergence_and_task_rows_are_cross_entr
     assert float(distill_loss(model, batch, [0, 1, 2]).detach()) == pytest.approx(0.0, abs=1e-6)
     # Rows not taught are learned as before: the model's own loss where all are task rows.
     task_only = _batch(ROWS[:1], pad=0, device="cpu")
-    row_zero_ce = float(model(**task_only).loss)
+    row_zero_ce = float(model(**task_only).loss.detach())
     mixed = float(distill_loss(model, batch, [1, 2]).detach())
     tokens = [sum(label != -100 for label in labels[1:]) for _, labels in ROWS]
     assert mixed == pytest.approx(row_zero_ce * tokens[0] / sum(tokens), rel=1e-5)
