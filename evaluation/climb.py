@@ -30,7 +30,13 @@ from evaluation.climb_plan import (
     order_by_cost,
     raw_definition,
 )
-from evaluation.climb_report import ClimbOutcome, RungResult, best_lower, verdict
+from evaluation.climb_report import (
+    ClimbOutcome,
+    RungResult,
+    adapter_choice,
+    best_lower,
+    verdict,
+)
 from evaluation.journal import Journal
 from evaluation.pricing import PriceTable
 from evaluation.report import ConfigurationSummary, Target, diagnose, forgetting_delta, summarise
@@ -71,6 +77,8 @@ class ClimbOptions:
     replay_fraction: float = 0.2
     compare_replay: bool = True
     replay_prompts: Path | None = None
+    # An adapter keeping less of the base's general score than this is never the winner.
+    min_general_kept: float = 0.8
     training: TrainingOptions = field(default_factory=TrainingOptions)
     concurrency: int = 1
     speed: tuple[float, float] = LOCAL_SPEED
@@ -323,12 +331,17 @@ class Climb:
             self._forgetting(backend, outcome, probes, general, general_examples)
         finally:
             backend.close()
-        candidates = [r for r in outcome.results if r.rung.is_adapter and r.rung.variant == primary]
-        passing = [r for r in candidates if r.verdict == "meets"]
-        if passing:
-            return self._finish(outcome, min(passing, key=lambda r: r.summary.cost_per_1k))
-        gap = diagnose([r.summary for r in outcome.results], self.options.target, self.task.kind)
-        outcome.conclusion = f"no rung meets {self.options.target}, the adapter included: {gap}"
+        least = self.options.min_general_kept
+        winner, considered, forgets = adapter_choice(outcome.results, primary, least)
+        if winner is not None:
+            return self._finish(outcome, winner)
+        target = self.options.target
+        gap = diagnose([r.summary for r in considered], target, self.task.kind)
+        outcome.conclusion = f"no rung meets {target}, the adapter included: {gap}" + "".join(
+            f"; {r.rung.name} meets it but keeps {r.general_kept:.0%} of the base's general"
+            f" score, under the {least:.0%} required"
+            for r in forgets
+        )
         return self._finish(outcome, None)
 
     def _open(self, extra: Mapping[str, Configuration], served: Collection[str]) -> Backend:

@@ -38,6 +38,12 @@ class RungResult:
     summary: ConfigurationSummary
     verdict: Verdict
 
+    @property
+    def general_kept(self) -> float:
+        """The share of the base's general score an adapter rung keeps (1 when unmeasured)."""
+        f = self.summary.forgetting
+        return f["general_after"] / f["general_before"] if f and f["general_before"] > 0 else 1.0
+
     def line(self, target: Target) -> str:
         """`prompt (triage-prompt): field_accuracy 0.20 [0.14, 0.27]: misses`"""
         found = self.summary.metrics.get(target.metric)
@@ -189,3 +195,17 @@ def best_lower(results: Sequence[RungResult], target: Target) -> RungResult | No
         return None
     sign = 1 if target.op in (">=", ">") else -1
     return max(scored, key=lambda r: sign * r.summary.value(target.metric))
+
+
+def adapter_choice(
+    results: Sequence[RungResult], primary: str, min_general_kept: float
+) -> tuple[RungResult | None, list[RungResult], list[RungResult]]:
+    """The winner among the adapter rungs of the primary variant that meet the target and keep
+    at least `min_general_kept` of the base's general score (the cheapest); the rungs a
+    conclusion may name (every lower rung and the primary variant's: the other variant is there
+    to compare forgetting); and those that meet the target but forget too much."""
+    considered = [r for r in results if r.rung.variant in ("", primary)]
+    meeting = [r for r in considered if r.rung.is_adapter and r.verdict == "meets"]
+    passing = [r for r in meeting if r.general_kept >= min_general_kept]
+    winner = min(passing, key=lambda r: r.summary.cost_per_1k) if passing else None
+    return winner, considered, [r for r in meeting if r not in passing]

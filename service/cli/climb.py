@@ -200,6 +200,12 @@ def climb_command(
             help="answers: learn the base's replay answers; distill: its whole distribution."
         ),
     ] = ReplayLoss.distill,
+    min_general_kept: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Share of the base's general score an adapter must keep."
+        ),
+    ] = 0.8,
     rank: Annotated[int, typer.Option(min=1, max=256)] = 16,
     target_modules: Annotated[
         str | None,
@@ -278,6 +284,7 @@ def climb_command(
         replay_fraction=replay_fraction,
         compare_replay=compare_replay,
         replay_prompts=replay_prompts,
+        min_general_kept=min_general_kept,
         training=training,
         concurrency=concurrency,
         rungs=tuple(r.strip() for r in (rungs or "").split(",") if r.strip()),

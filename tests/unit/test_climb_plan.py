@@ -11,7 +11,13 @@ import pytest
 import yaml
 
 from evaluation.climb_plan import Estimate, Rung, generated_definitions, order_by_cost
-from evaluation.climb_report import RungResult, best_lower, verdict, write_configuration
+from evaluation.climb_report import (
+    RungResult,
+    adapter_choice,
+    best_lower,
+    verdict,
+    write_configuration,
+)
 from evaluation.metrics import Interval
 from evaluation.report import ConfigurationSummary, Target
 from evaluation.tasks import load_task
@@ -151,3 +157,31 @@ def test_an_unknown_rung_or_an_experiment_without_control_is_one_line() -> None:
         assert result.returncode == 2
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def _adapter(name: str, variant: str, value: float, kept: float, cost: float) -> RungResult:
+    summary = _summary(name, value, value - 0.05, value + 0.05)
+    summary.cost_per_1k = cost
+    summary.forgetting = {"general_before": 1.0, "general_after": kept, "delta": kept - 1.0}
+    rung = Rung("adapter", Configuration(name=name, adapter=name), variant=variant)
+    return RungResult(rung, summary, "meets" if value - 0.05 >= 0.8 else "misses")
+
+
+def test_an_adapter_that_forgets_is_never_the_winner_nor_the_comparison_variant() -> None:
+    lower = RungResult(
+        Rung("few-shot", Configuration(name="f")), _summary("f", 0.7, 0.6, 0.8), "misses"
+    )
+    forgets = _adapter("cheap", "replay", 0.9, kept=0.5, cost=0.05)
+    keeps = _adapter("dear", "replay", 0.9, kept=0.85, cost=0.30)
+    no_replay = _adapter("bare", "no-replay", 0.95, kept=0.01, cost=0.01)
+    winner, considered, forgot = adapter_choice([lower, forgets, keeps, no_replay], "replay", 0.8)
+    assert winner is keeps  # the cheaper one that meets the target keeps only half
+    assert forgot == [forgets]
+    assert no_replay not in considered and lower in considered
+    # With a looser bound the cheapest that meets the target wins again.
+    assert adapter_choice([lower, forgets, keeps], "replay", 0.5)[0] is forgets
+    # Nothing keeps enough: no winner, and both are named as forgetting.
+    winner, _, forgot = adapter_choice(
+        [forgets, _adapter("d", "replay", 0.9, 0.6, 1)], "replay", 0.8
+    )
+    assert winner is None and [r.rung.name for r in forgot] == ["cheap", "d"]
