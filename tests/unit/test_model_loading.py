@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from service.engines.local_model import load_model  # noqa: E402
+from tests.support.models import small_llama  # noqa: E402
 
 PAIRS = 12
 
@@ -24,16 +25,8 @@ def tied_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small Llama whose output head is its input embedding, as SmolLM2's is."""
     folder = tmp_path_factory.mktemp("tied")
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=256,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    )
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    model = small_llama(vocab=256, num_hidden_layers=1, tie_word_embeddings=True)
+    model.save_pretrained(folder)
     return folder
 
 

@@ -15,20 +15,12 @@ transformers = pytest.importorskip("transformers")
 
 from adapters.distill import distill_loss  # noqa: E402
 from adapters.train import TrainingOptions, _batch  # noqa: E402
+from tests.support.models import small_llama  # noqa: E402
 
 
 def lora_model(seed: int = 0) -> Any:
     torch.manual_seed(seed)
-    config = transformers.LlamaConfig(
-        vocab_size=96,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    model = transformers.LlamaForCausalLM(config)
+    model = small_llama()
     lora = peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
     return peft.get_peft_model(model, lora)
 
