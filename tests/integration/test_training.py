@@ -69,7 +69,7 @@ def test_trained_adapter_holds_the_format_better_than_the_base_model(
     trained: tuple[Path, dict], base_model_dir: Path
 ) -> None:
     task = load_task(TASKS, "support-triage")
-    examples = task.examples[:8]
+    examples = task.examples[:6]
     engine = LocalEngine(base_model_dir, {"triage": trained[0]}, threads=2)
 
     async def answers(adapter: str | None) -> list[str]:

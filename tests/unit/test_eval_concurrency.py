@@ -181,7 +181,7 @@ def test_the_local_engine_in_process_answers_the_same_at_any_concurrency(
     from service.settings import Settings
 
     task = load_task(REPO / "corpus" / "tasks", "support-triage")
-    examples = select_examples(task, 3, 0)
+    examples = select_examples(task, 2, 0)
     settings = Settings(data_dir=tmp_path, LADDER_CACHE_DIR=models_cache_dir())
     names = ["triage-prompt", "triage-constrained"]
     backend = CountingInFlight(in_process(settings, None, names))
@@ -197,11 +197,11 @@ def test_the_local_engine_in_process_answers_the_same_at_any_concurrency(
                 None,
                 concurrency,
             )
-            for concurrency in (1, 3)
+            for concurrency in (1, 2)
         }
     finally:
         backend.close()
-    assert backend.most == 3  # three requests went into the one app at once
+    assert backend.most == 2  # two requests went into the one app at once
     for name in names:
-        one, three = ([(r.reply["text"], r.scores) for r in runs[c][name]] for c in (1, 3))
-        assert one == three
+        one, two = ([(r.reply["text"], r.scores) for r in runs[c][name]] for c in (1, 2))
+        assert one == two
