@@ -110,22 +110,12 @@ class ProgressDisplay:
 
 def _target_modules(config: Settings, requested: str | None) -> tuple[str, ...]:
     """The LoRA's target modules as asked, checked against the base model before anything runs
-    (an hour's climb must not fail at its training step); a one-line exit 2 when it lacks one."""
-    from adapters.base_model import BaseModelUnavailable, resolve_base_model
-    from adapters.lora import UnknownTargetModules, choose_target_modules
-    from service.cli.common import fail
+    (an hour's climb must not fail at its training step); none asked: every linear layer."""
+    from service.cli.train import _base_and_targets
 
-    names = tuple(name.strip() for name in (requested or "").split(",") if name.strip())
-    if not names:
+    if not (requested or "").strip(" ,"):
         return ()
-    try:
-        base = resolve_base_model(
-            config.base_model, config.cache_dir, lambda line: typer.echo(line, err=True)
-        )
-        choose_target_modules(base.folder, names)
-    except (BaseModelUnavailable, UnknownTargetModules) as error:
-        raise fail(f"--target-modules: {error}") from None
-    return names
+    return _base_and_targets(config, requested, gate_only=False)[1]
 
 
 def _ship(
